@@ -1,0 +1,1 @@
+"""Thin ``python -m experiments.<name>`` modules over the specdiff library."""

@@ -1,0 +1,31 @@
+"""Input validation shared by the public constructors.
+
+Checks run only on concrete values: inside ``jit``/``grad``/``vmap`` the arrays are tracers
+and the constructors skip them, so the pytrees stay constructible from traced values.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values we can inspect (not a JAX tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_numpy(x) -> np.ndarray:
+    return np.asarray(x)
+
+
+def check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+
+
+def check_finite(name: str, x: np.ndarray) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise ValueError(f"{name} must be finite; entry {i} is {x.ravel()[i]!r}")
