@@ -67,36 +67,84 @@ def _as_eigenvalues(eigenvalues):
     return Spectrum(eigenvalues).eigenvalues
 
 
-def _log_gains(lam, schedule: Schedule, sampler):
-    """Per-step log-gains and the start variance.
+# Steps multiplied together before one log is taken. Each inner gain lies between its
+# λ → 0 and λ → ∞ limits c_k/σ_k and α_{k+1}/α_k, whose products over any run of steps
+# telescope, so a chunk's product stays far inside the float32 range.
+_CHUNK = 32
 
-    Returns (log_g_inner (S−1, d), log_noise_var (S−1,), log_g_final (d,), log_var0 (),
-    log_alpha0 ()).
+
+def _chunked(x, fill):
+    """(n, …) → (⌈n/_CHUNK⌉, _CHUNK, …), padded with ``fill`` (steps with gain 1)."""
+    n = x.shape[0]
+    pad = (-n) % _CHUNK
+    x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)], 0)
+    return x.reshape((-1, _CHUNK) + x.shape[1:])
+
+
+@jax.custom_vjp
+def _sum_log_mobius(lam, log_p, log_q, log_r, log_t):
+    """Σ_k log((p_k λ + q_k)/(r_k λ + t_k)) for each λ, with p_k … t_k > 0.
+
+    Forward: products of ``_CHUNK`` gains, then one log per chunk (no log per element).
+    Backward: the derivatives are sums over λ of 1/(p λ + q) and 1/(r λ + t) against the
+    cotangent, i.e. two (steps × d) @ (d × 2) matrix products.
+    """
+    p, q, r, t = (jnp.exp(_chunked(v, 0.0))[..., None] for v in (log_p, log_q, log_r, log_t))
+    g = (p * lam + q) / (r * lam + t)  # (chunks, _CHUNK, d)
+    return jnp.sum(jnp.log(jnp.prod(g, axis=1)), axis=0)
+
+
+def _sum_log_mobius_fwd(lam, log_p, log_q, log_r, log_t):
+    return _sum_log_mobius(lam, log_p, log_q, log_r, log_t), (lam, log_p, log_q, log_r, log_t)
+
+
+def _sum_log_mobius_bwd(res, ct):
+    lam, log_p, log_q, log_r, log_t = res
+    p, q, r, t = (jnp.exp(v) for v in (log_p, log_q, log_r, log_t))
+    inv_num = 1.0 / (p[:, None] * lam + q[:, None])  # (S, d)
+    inv_den = 1.0 / (r[:, None] * lam + t[:, None])
+    w = jnp.stack([ct * lam, ct], axis=1)  # (d, 2)
+    a, b = inv_num @ w, inv_den @ w
+    d_lam = ct * (p @ inv_num - r @ inv_den)
+    return d_lam, p * a[:, 0], q * a[:, 1], -r * b[:, 0], -t * b[:, 1]
+
+
+_sum_log_mobius.defvjp(_sum_log_mobius_fwd, _sum_log_mobius_bwd)
+
+
+def _inner_steps(lam, schedule: Schedule, sampler):
+    """The sampler's steps between noisy levels, the final-step gain and start moments.
+
+    Returns (step: LinearStep over S−1 steps, log_g_final (d,), log_var0 (), log_alpha0 ()).
     """
     rho = schedule.log_snr
     dtype = jnp.result_type(rho.dtype, lam.dtype)
     rho, lam = rho.astype(dtype), lam.astype(dtype)
     la, ls = log_alpha_sigma(rho, schedule.process)
     st = sampler.step(rho[:-1], rho[1:], schedule.process)
-    e = lambda v: jnp.exp(v)[:, None]  # noqa: E731  (per-step scalar, broadcast over λ)
-    g = (e(st.log_p) * lam + e(st.log_q)) / (e(st.log_r) * lam + e(st.log_t))
-    log_g_inner = jnp.log(g)
     # Final step to clean: x̂0, g = α λ / (α² λ + σ²); log λ = −inf at λ = 0 gives H = 0.
     log_g_final = la[-1] + jnp.log(lam) - jnp.log(jnp.exp(2 * la[-1]) * lam + jnp.exp(2 * ls[-1]))
     # Start: VP from N(0, 1); VE from N(0, σ_0²). Either way E[y_0] = −α_0·m.
     log_var0 = jnp.zeros((), dtype) if schedule.process == "vp" else 2 * ls[0]
-    return log_g_inner, st.log_noise_var, log_g_final, log_var0, la[0]
+    return st, log_g_final, log_var0, la[0]
+
+
+def _log_gain_matrix(lam, st):
+    """log g_k(λ) for every inner step and eigenvalue, shape (S−1, d)."""
+    e = lambda v: jnp.exp(v)[:, None]  # noqa: E731  (per-step scalar, broadcast over λ)
+    return jnp.log((e(st.log_p) * lam + e(st.log_q)) / (e(st.log_r) * lam + e(st.log_t)))
 
 
 def _log_output(lam, schedule, sampler):
     """(log H, log Var[y_S], log α_0) per eigenvalue."""
-    log_g, log_nv, log_gf, log_var0, log_a0 = _log_gains(lam, schedule, sampler)
-    total = jnp.sum(log_g, axis=0)
+    st, log_gf, log_var0, log_a0 = _inner_steps(lam, schedule, sampler)
+    lam = lam.astype(log_gf.dtype)
+    total = _sum_log_mobius(lam, st.log_p, st.log_q, st.log_r, st.log_t)
     log_v = 2 * total + log_var0  # variance reaching the final step, noise-free part
-    if not sampler.deterministic and log_g.shape[0] > 0:
-        two = 2 * log_g
+    if not sampler.deterministic and st.log_p.shape[0] > 0:
+        two = 2 * _log_gain_matrix(lam, st)
         suffix = jnp.flip(jnp.cumsum(jnp.flip(two, 0), axis=0), 0) - two  # Σ_{j>k} 2 log g_j
-        noise = jax.nn.logsumexp(log_nv[:, None] + suffix, axis=0)
+        noise = jax.nn.logsumexp(st.log_noise_var[:, None] + suffix, axis=0)
         log_v = jnp.logaddexp(log_v, noise)
     return total + log_gf, 2 * log_gf + log_v, log_a0
 
@@ -144,9 +192,10 @@ def _moments(spectrum, schedule, sampler, trajectory):
         return Moments(mean=mean, var=var)
     # Trajectory: the linear recurrence y_k = g_k y_{k−1} + σ_k z composed with an
     # associative scan over (gain, noise) pairs: (g1, n1) then (g2, n2) = (g1 g2, g2² n1 + n2).
-    log_g, log_nv, log_gf, log_var0, _ = _log_gains(lam, schedule, sampler)
+    st, log_gf, log_var0, _ = _inner_steps(lam, schedule, sampler)
+    log_g = _log_gain_matrix(lam.astype(log_gf.dtype), st)
     gains = jnp.exp(jnp.concatenate([log_g, log_gf[None]], 0))
-    nvar = jnp.concatenate([jnp.exp(log_nv), jnp.zeros((1,), log_nv.dtype)])
+    nvar = jnp.concatenate([jnp.exp(st.log_noise_var), jnp.zeros((1,), log_gf.dtype)])
     nvar = jnp.broadcast_to(nvar[:, None], gains.shape)
 
     def compose(a, b):
