@@ -15,6 +15,12 @@ Example:
 __version__ = "0.1.0"
 
 from specdiff import reference, samplers, schedules
+from specdiff._design import (
+    DesignResult,
+    PerEigenvalueResult,
+    design_per_eigenvalue,
+    design_schedule,
+)
 from specdiff._divergence import METRICS, divergence, divergence_terms
 from specdiff._engine import Moments, forward_marginals, output_moments, transfer_function
 from specdiff._io import load_schedule, load_spectrum, save_schedule, save_spectrum
@@ -23,9 +29,13 @@ from specdiff._spectrum import Spectrum
 
 __all__ = [
     "METRICS",
+    "DesignResult",
     "Moments",
+    "PerEigenvalueResult",
     "Schedule",
     "Spectrum",
+    "design_per_eigenvalue",
+    "design_schedule",
     "divergence",
     "divergence_terms",
     "forward_marginals",
