@@ -14,7 +14,7 @@ Example:
 
 __version__ = "0.1.0"
 
-from specdiff import reference, samplers, schedules
+from specdiff import export, reference, samplers, schedules
 from specdiff._design import (
     DesignResult,
     PerEigenvalueResult,
@@ -23,6 +23,7 @@ from specdiff._design import (
 )
 from specdiff._divergence import METRICS, divergence, divergence_terms
 from specdiff._engine import Moments, forward_marginals, output_moments, transfer_function
+from specdiff._fit import FitResult, fit_family
 from specdiff._io import load_schedule, load_spectrum, save_schedule, save_spectrum
 from specdiff._schedule import Schedule
 from specdiff._spectrum import Spectrum
@@ -30,6 +31,7 @@ from specdiff._spectrum import Spectrum
 __all__ = [
     "METRICS",
     "DesignResult",
+    "FitResult",
     "Moments",
     "PerEigenvalueResult",
     "Schedule",
@@ -38,6 +40,8 @@ __all__ = [
     "design_schedule",
     "divergence",
     "divergence_terms",
+    "export",
+    "fit_family",
     "forward_marginals",
     "load_schedule",
     "load_spectrum",

@@ -21,6 +21,9 @@ __all__ = [
     "chen_cosine",
     "chen_sigmoid",
     "edm",
+    "edm_sigmas",
+    "chen_cosine_gamma",
+    "chen_sigmoid_gamma",
     "log_snr_uniform",
     "arctan",
     "HEURISTICS",
@@ -122,6 +125,21 @@ def cosine(steps: int, s: float = 0.008, process: str | None = None) -> Schedule
     return _finish(_clip(f(t) / f(0.0)), "vp", process)
 
 
+def chen_cosine_gamma(t, start=0.0, end=1.0, tau=1.0, xp=np):
+    """γ(t) = (v(end) − v(t(end−start)+start)) / (v(end) − v(start)), v(u) = cos(uπ/2)^{2τ}.
+
+    ``xp`` is ``numpy`` or ``jax.numpy`` (the parametric fits differentiate through it).
+    """
+    v = lambda u: xp.cos(u * np.pi / 2) ** (2 * tau)  # noqa: E731
+    return (v(end) - v(t * (end - start) + start)) / (v(end) - v(start))
+
+
+def chen_sigmoid_gamma(t, start=-3.0, end=3.0, tau=1.0, xp=np):
+    """γ(t) as for ``chen_cosine_gamma`` with v(u) = sigmoid(u/τ)."""
+    v = lambda u: 1.0 / (1.0 + xp.exp(-u / tau))  # noqa: E731
+    return (v(end) - v(t * (end - start) + start)) / (v(end) - v(start))
+
+
 def chen_cosine(
     steps: int, start: float = 0.0, end: float = 1.0, tau: float = 1.0, process: str | None = None
 ) -> Schedule:
@@ -129,10 +147,12 @@ def chen_cosine(
     / (v(end) − v(start))."""
     t = _t_grid(_steps(steps))
     v = lambda u: np.cos(u * np.pi / 2) ** (2 * tau)  # noqa: E731
-    if not v(end) != v(start):
-        raise ValueError(f"chen_cosine needs v(start) != v(end), got start={start}, end={end}")
-    g = (v(end) - v(t * (end - start) + start)) / (v(end) - v(start))
-    return _finish(_clip(g), "vp", process)
+    if not v(end) != v(start) or not tau > 0:
+        raise ValueError(
+            f"chen_cosine needs v(start) != v(end) and tau > 0, got start={start}, "
+            f"end={end}, tau={tau}"
+        )
+    return _finish(_clip(chen_cosine_gamma(t, start, end, tau)), "vp", process)
 
 
 def chen_sigmoid(
@@ -140,15 +160,18 @@ def chen_sigmoid(
 ) -> Schedule:
     """Chen 2023 sigmoid family: v(u) = sigmoid(u/τ), γ as for ``chen_cosine``."""
     t = _t_grid(_steps(steps))
-    v = lambda u: 1.0 / (1.0 + np.exp(-u / tau))  # noqa: E731
     if not end > start or not tau > 0:
         raise ValueError(f"chen_sigmoid needs end > start and tau > 0, got {start}, {end}, {tau}")
-    g = (v(end) - v(t * (end - start) + start)) / (v(end) - v(start))
-    return _finish(_clip(g), "vp", process)
+    return _finish(_clip(chen_sigmoid_gamma(t, start, end, tau)), "vp", process)
 
 
 def _frac(S: int) -> np.ndarray:
     return np.arange(S, dtype=np.float64) / (S - 1) if S > 1 else np.zeros(1)
+
+
+def edm_sigmas(u, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+    """σ(u) = (σ_max^{1/ρ} + u·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for u ∈ [0, 1] (NumPy or JAX)."""
+    return (sigma_max ** (1 / rho) + u * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
 def edm(
@@ -164,9 +187,7 @@ def edm(
         raise ValueError(
             f"edm needs 0 < sigma_min < sigma_max and rho > 0, got {sigma_min}, {sigma_max}, {rho}"
         )
-    i = _frac(S)
-    sig = (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return _finish(sig, "ve", process)
+    return _finish(edm_sigmas(_frac(S), sigma_min, sigma_max, rho), "ve", process)
 
 
 def log_snr_uniform(
