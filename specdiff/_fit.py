@@ -28,14 +28,20 @@ FAMILIES = ("chen_cosine", "chen_sigmoid", "edm")
 _LOGIT_CLIP = float(np.log(_s.A_MAX) - np.log1p(-_s.A_MAX))
 
 
+def _bounded_tau(u):
+    """τ = exp(u) kept inside [1e-2, 1e2]: beyond that the families degenerate (the cosine
+    family with τ → ∞ and start ≈ end fits anything with meaningless parameters)."""
+    return jnp.exp(4.6 * jnp.tanh(u / 4.6))
+
+
 def _params(family, u):
     """Unconstrained u (3,) → the family's parameters (as a dict of scalars)."""
     if family == "chen_cosine":
         start = 0.999 * jax.nn.sigmoid(u[0])
         end = start + (1 - start) * jax.nn.sigmoid(u[1])
-        return {"start": start, "end": end, "tau": jnp.exp(u[2])}
+        return {"start": start, "end": end, "tau": _bounded_tau(u[2])}
     if family == "chen_sigmoid":
-        return {"start": u[0], "end": u[0] + jnp.exp(u[1]), "tau": jnp.exp(u[2])}
+        return {"start": u[0], "end": u[0] + jnp.exp(u[1]), "tau": _bounded_tau(u[2])}
     return {
         "sigma_min": jnp.exp(u[0]),
         "sigma_max": jnp.exp(u[0] + jnp.exp(u[1])),

@@ -37,23 +37,23 @@ def _validate_levels(lv: np.ndarray, process: str) -> None:
         if (lv <= 0).any() or (lv >= 1).any():
             i = int(np.flatnonzero((lv <= 0) | (lv >= 1))[0])
             raise ValueError(
-                f"VP levels are ᾱ and must lie strictly inside (0, 1); level {i} is {lv[i]!r}"
+                f"VP levels are ᾱ and must lie strictly inside (0, 1); level {i} is {float(lv[i])!r}"
             )
         if lv.size > 1 and not (np.diff(lv) > 0).all():
             i = int(np.flatnonzero(np.diff(lv) <= 0)[0])
             raise ValueError(
                 "VP levels (ᾱ) must be strictly increasing, noisiest first; "
-                f"level {i + 1} ({lv[i + 1]!r}) does not exceed level {i} ({lv[i]!r})"
+                f"level {i + 1} ({float(lv[i + 1])!r}) does not exceed level {i} ({float(lv[i])!r})"
             )
     else:
         if (lv <= 0).any():
             i = int(np.flatnonzero(lv <= 0)[0])
-            raise ValueError(f"VE levels are σ and must be > 0; level {i} is {lv[i]!r}")
+            raise ValueError(f"VE levels are σ and must be > 0; level {i} is {float(lv[i])!r}")
         if lv.size > 1 and not (np.diff(lv) < 0).all():
             i = int(np.flatnonzero(np.diff(lv) >= 0)[0])
             raise ValueError(
                 "VE levels (σ) must be strictly decreasing, noisiest first; "
-                f"level {i + 1} ({lv[i + 1]!r}) is not below level {i} ({lv[i]!r})"
+                f"level {i + 1} ({float(lv[i + 1])!r}) is not below level {i} ({float(lv[i])!r})"
             )
 
 

@@ -43,7 +43,7 @@ class Spectrum:
                 i = int(np.flatnonzero(ev < 0)[0])
                 raise ValueError(
                     f"eigenvalues must be >= 0 (a covariance is positive semi-definite); "
-                    f"entry {i} is {ev[i]!r}"
+                    f"entry {i} is {float(ev[i])!r}"
                 )
             if not np.issubdtype(ev.dtype, np.floating):
                 ev = ev.astype(float)
@@ -76,6 +76,13 @@ class Spectrum:
 
     def __repr__(self) -> str:
         return f"Spectrum(d={np.shape(self.eigenvalues)}, name={self.name!r})"
+
+    def anonymous(self) -> Spectrum:
+        """The same arrays without the name (the name is static under jit: dropping it
+        before compiled calls avoids one compilation per differently named spectrum)."""
+        if self.name is None:
+            return self
+        return Spectrum.tree_unflatten(None, (self.eigenvalues, self.mean))
 
     def tree_flatten(self):
         return (self.eigenvalues, self.mean), self.name

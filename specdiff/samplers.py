@@ -82,14 +82,24 @@ class DDIM:
         return self.eta == 0.0
 
     def step(self, rho, rho_next, process: str) -> LinearStep:
+        """Coefficients of the steps ρ[k] → ρ_next[k] (arrays of the same shape)."""
         la, ls = log_alpha_sigma(rho, process)
         la2, ls2 = log_alpha_sigma(rho_next, process)
-        # 1 − e^{ρ−ρ'} ∈ (0, 1) for ρ' > ρ; −expm1 keeps it exact for small steps.
-        frac = -jnp.expm1(rho - rho_next)
+        return self._step(rho, rho_next, la, ls, la2, ls2)
+
+    def steps_along(self, rho, process: str) -> LinearStep:
+        """Coefficients of the S−1 steps between consecutive levels of a grid ρ (S,);
+        (α, σ) are computed once per level and shared by the two steps that touch it."""
+        la, ls = log_alpha_sigma(rho, process)
+        return self._step(rho[:-1], rho[1:], la[:-1], ls[:-1], la[1:], ls[1:])
+
+    def _step(self, rho, rho_next, la, ls, la2, ls2) -> LinearStep:
         if self.deterministic:
             log_noise_var = jnp.full_like(rho, -jnp.inf)
             log_c = ls2
         else:
+            # 1 − e^{ρ−ρ'} ∈ (0, 1) for ρ' > ρ; −expm1 keeps it exact for small steps.
+            frac = -jnp.expm1(rho - rho_next)
             eta2 = self.eta**2
             log_noise_var = jnp.log(eta2) + 2.0 * ls2 + jnp.log(frac)
             # c² = σ'²(1 − η² + η² e^{ρ−ρ'}), as a log-sum so that η = 1 stays exact.

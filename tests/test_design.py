@@ -135,7 +135,9 @@ def test_per_eigenvalue_matches_single_designs():
     assert res.log_snr.shape == (3, 6)
     for i, lam_i in enumerate(lam):
         single = sd.design_schedule(sd.Spectrum([lam_i]), 6, DDIM)
-        np.testing.assert_allclose(res.loss[i], single.loss, rtol=1e-6)
+        # Same optimum; a lone eigenvalue's optimum can be exactly 0, so the tolerance is
+        # relative to the problem's scale (its best heuristic's loss).
+        assert abs(res.loss[i] - single.loss) < 1e-6 * res.heuristic_loss[i]
         assert res.loss[i] <= res.heuristic_loss[i] + 1e-12
 
 

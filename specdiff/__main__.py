@@ -1,0 +1,8 @@
+"""``python -m specdiff``: the same command line as the ``specdiff`` console script."""
+
+import sys
+
+from specdiff.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
