@@ -72,6 +72,10 @@ def w2_scan(rho, spec, eta):
     return jnp.sqrt(jnp.sum(mean**2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2))
 
 
+_w2_fast_vg = jax.jit(jax.value_and_grad(w2_fast), static_argnums=2)
+_w2_scan_vg = jax.jit(jax.value_and_grad(w2_scan), static_argnums=2)
+
+
 def bench_engine(quick: bool) -> list[dict]:
     d = 256 if quick else 3072
     steps = (10, 100) if quick else (10, 100, 1000)
@@ -80,8 +84,7 @@ def bench_engine(quick: bool) -> list[dict]:
         spec = benchmark_spectrum(d, dtype)
         for S in steps:
             rho = jnp.asarray(sd.schedules.cosine(S).log_snr, dtype)
-            fast = jax.jit(jax.value_and_grad(w2_fast), static_argnums=2)
-            slow = jax.jit(jax.value_and_grad(w2_scan), static_argnums=2)
+            fast, slow = _w2_fast_vg, _w2_scan_vg
             sampler = sd.samplers.DDIM()
             vf, gf = fast(rho, spec, sampler)
             vs, gs = slow(rho, spec, 0.0)

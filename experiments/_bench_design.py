@@ -1,0 +1,153 @@
+"""Design benchmarks for ``python -m experiments.benchmark`` (issue: schedule design).
+
+Compared in the same run:
+- compiled: ``sd.design_schedule`` (the whole L-BFGS loop in one ``lax.while_loop``);
+- python loop, eager update: a Python loop of optax L-BFGS steps around a jitted
+  value-and-grad (the update and its line search run op by op);
+- python loop, jitted step: a Python loop around one jitted L-BFGS step (a stronger
+  baseline: only the per-iteration dispatch and host sync remain).
+Each baseline stops as soon as its loss is within 1e-4 relative of the compiled optimum,
+or when its time budget runs out (then the time is a lower bound, marked ">").
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import specdiff as sd
+from specdiff import _design as D
+
+DDIM = sd.samplers.DDIM()
+
+
+def _problem(spec, steps):
+    dt = np.asarray(spec.eigenvalues).dtype
+    cfg = D._Config(steps, "vp", DDIM, "w2", "free", "lbfgs", 0.0, None, 1e-6, 5)
+    data = D._Data(spec.anonymous(), jnp.zeros(2, dt), jnp.ones(spec.dim, dt))
+    rho0 = max(
+        sd.schedules.heuristics(steps).items(),
+        key=lambda kv: -float(sd.divergence(spec, sd.output_moments(spec, kv[1], DDIM), "w2")),
+    )[1].log_snr
+    theta0 = D.log_snr_to_theta(jnp.asarray(rho0, dt), data.ends, "free")
+    return cfg, data, theta0
+
+
+def _python_loop(spec, steps, target, budget, jit_step):
+    """Seconds until W2 ≤ target (or the budget), and iterations."""
+    cfg, data, theta = _problem(spec, steps)
+    fun = jax.jit(lambda t: D._loss(t, data, cfg))
+    vg = jax.jit(jax.value_and_grad(lambda t: D._loss(t, data, cfg)))
+    opt = optax.lbfgs()
+
+    def step(theta, state):
+        value, grad = vg(theta)
+        upd, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=fun)
+        return optax.apply_updates(theta, upd), state, value
+
+    if jit_step:
+        step = jax.jit(step)
+        # Compile outside the timing, for both state signatures: optax's initial state is
+        # weakly typed, the state after one step is not.
+        th1, st1, _ = step(theta, opt.init(theta))
+        jax.block_until_ready(step(th1, st1))
+    state = opt.init(theta)
+    t0 = time.perf_counter()
+    it = 0
+    while True:
+        theta, state, value = step(theta, state)
+        it += 1
+        w2 = float(np.sqrt(max(float(value), 0.0)))  # host sync, as such loops do
+        elapsed = time.perf_counter() - t0
+        if w2 <= target:
+            return elapsed, it, True
+        if elapsed > budget or it > 5000:
+            return elapsed, it, False
+
+
+def bench_design(quick, median_time, benchmark_spectrum):
+    rows = []
+    d = 256 if quick else 3072
+    steps_list = (10,) if quick else (10, 100, 1000)
+    budget = 20.0 if quick else 120.0
+    spec = benchmark_spectrum(d, np.float32)
+    for steps in steps_list:
+        res = sd.design_schedule(spec, steps, DDIM, progress=False)  # compiles
+        target = res.loss * (1 + 1e-4)
+        t_fast = median_time(
+            lambda s=steps: sd.design_schedule(spec, s, DDIM, progress=False).loss,
+            reps=3,
+            min_time=0.0,
+        )
+        for label, jit_step in (
+            ("python loop, jitted step", True),
+            ("python loop, eager update", False),
+        ):
+            if not jit_step and steps > 100 and not quick:
+                b = budget / 2
+            else:
+                b = budget
+            t_slow, iters, ok = _python_loop(spec, steps, target, b, jit_step)
+            rows.append(
+                {
+                    "section": "design",
+                    "what": f"time to W2 within 1e-4 (vs {label})",
+                    "d": d,
+                    "S": steps,
+                    "dtype": "float32",
+                    "fast_ms": 1e3 * t_fast,
+                    "scan_ms": 1e3 * t_slow,
+                    "speedup": t_slow / t_fast,
+                    "baseline": label,
+                    "baseline_reached_target": ok,
+                    "baseline_iterations": iters,
+                    "compiled_iterations": res.iterations,
+                    "w2": res.loss,
+                    "best_heuristic_w2": res.best_heuristic[1],
+                    "slow_label": ("" if ok else ">") + f"{1e3 * t_slow:.4g} ms",
+                    "fast_label": f"{1e3 * t_fast:.4g} ms",
+                }
+            )
+            print(rows[-1], flush=True)
+
+    # Per-eigenvalue sweep: all eigenvalues in one vmapped call vs a Python loop of designs.
+    n = 256 if quick else 3072
+    steps = 100
+    lam = np.asarray(benchmark_spectrum(n, np.float32).eigenvalues)
+    mean = np.asarray(benchmark_spectrum(n, np.float32).mean)
+    sd.design_per_eigenvalue(lam, steps, DDIM, mean=mean, progress=False)  # compiles
+    t0 = time.perf_counter()
+    per = sd.design_per_eigenvalue(lam, steps, DDIM, mean=mean, progress=False)
+    t_fast = time.perf_counter() - t0
+    m = 16 if quick else 48  # the loop is timed on m eigenvalues and scaled to n
+    sub = np.linspace(0, n - 1, m).astype(int)
+    sd.design_schedule(sd.Spectrum(lam[:1], mean[:1]), steps, DDIM, progress=False)  # compiles
+    t0 = time.perf_counter()
+    for i in sub:
+        sd.design_schedule(
+            sd.Spectrum(lam[i : i + 1], mean[i : i + 1]), steps, DDIM, progress=False
+        )
+    t_loop = (time.perf_counter() - t0) * n / m
+    rows.append(
+        {
+            "section": "design",
+            "what": f"per-eigenvalue sweep (loop timed on {m}, scaled)",
+            "d": n,
+            "S": steps,
+            "dtype": "float32",
+            "fast_ms": 1e3 * t_fast,
+            "scan_ms": 1e3 * t_loop,
+            "speedup": t_loop / t_fast,
+            "mean_iterations": float(per.iterations.mean()),
+            "max_iterations": int(per.iterations.max()),
+            "all_not_worse_than_heuristic": bool(np.all(per.loss <= per.heuristic_loss)),
+            "fast_label": f"{t_fast:.3g} s",
+            "slow_label": f"{t_loop:.3g} s",
+        }
+    )
+    print(rows[-1], flush=True)
+    return rows
