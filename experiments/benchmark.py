@@ -138,7 +138,7 @@ def main(argv=None):
             r["dtype"],
             r.get("fast_label") or f"{r['fast_ms']:.3g} ms",
             r.get("slow_label") or f"{r['scan_ms']:.3g} ms",
-            f"{r['speedup']:.1f}x",
+            "-" if r["speedup"] is None else f"{r['speedup']:.1f}x",
         ]
         for r in rows
     ]
