@@ -14,7 +14,19 @@ Example:
 
 __version__ = "0.1.0"
 
-from specdiff import datasets, export, linear, reference, samplers, schedules, spectra, spiked
+from specdiff import (
+    datasets,
+    denoisers,
+    export,
+    linear,
+    metrics,
+    reference,
+    samplers,
+    sampling,
+    schedules,
+    spectra,
+    spiked,
+)
 from specdiff._design import (
     DesignResult,
     PerEigenvalueResult,
@@ -27,6 +39,7 @@ from specdiff._fit import FitResult, fit_family
 from specdiff._io import load_schedule, load_spectrum, save_schedule, save_spectrum
 from specdiff._schedule import Schedule
 from specdiff._spectrum import Spectrum
+from specdiff.sampling import sample
 
 __all__ = [
     "METRICS",
@@ -37,6 +50,7 @@ __all__ = [
     "Schedule",
     "Spectrum",
     "datasets",
+    "denoisers",
     "design_per_eigenvalue",
     "design_schedule",
     "divergence",
@@ -45,11 +59,14 @@ __all__ = [
     "fit_family",
     "forward_marginals",
     "linear",
+    "metrics",
     "load_schedule",
     "load_spectrum",
     "output_moments",
     "reference",
+    "sample",
     "samplers",
+    "sampling",
     "save_schedule",
     "save_spectrum",
     "schedules",
