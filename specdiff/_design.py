@@ -355,6 +355,25 @@ def _digest(*arrays) -> str:
     return h.hexdigest()[:16]
 
 
+def _run_args(kind, cfg: _Config, ends, max_iter, dt, floor) -> dict:
+    """The arguments that define a resumable run (a checkpoint folder accepts only these)."""
+    return {
+        "kind": kind,
+        "steps": cfg.steps,
+        "process": cfg.process,
+        "sampler": cfg.sampler.to_dict(),
+        "metric": cfg.metric,
+        "endpoints": list(ends),
+        "mode": cfg.mode,
+        "optimizer": cfg.optimizer,
+        "max_iter": int(max_iter),
+        "tol": cfg.tol,
+        "patience": cfg.patience,
+        "dtype": np.dtype(dt).name,
+        "floor": floor,
+    }
+
+
 def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label):
     """Drive a compiled loop segment by segment: progress bar and checkpoints between."""
     from tqdm.auto import tqdm
@@ -503,25 +522,12 @@ def design_schedule(
     if checkpoint_dir is not None:
         from specdiff._checkpoint import RunCheckpoint
 
-        run_args = {
-            "kind": "design_schedule",
-            "steps": steps,
-            "process": process,
-            "sampler": sampler.to_dict(),
-            "metric": metric,
-            "endpoints": list(ends),
-            "mode": mode,
+        run_args = _run_args("design_schedule", cfg, ends, max_iter, dt, floor) | {
             "init": init_name,
             "rho0": _digest(rho0),
-            "optimizer": optimizer,
             "learning_rate": float(learning_rate),
-            "max_iter": int(max_iter),
-            "tol": tol,
-            "patience": int(patience),
-            "dtype": dt.name,
             "spectrum": _digest(spec.eigenvalues, spec.mean),
             "weights": _digest(w),
-            "floor": floor,
         }
         store = RunCheckpoint(checkpoint_dir, run_args)
         restored = store.restore(state)
@@ -746,20 +752,9 @@ def design_per_eigenvalue(
     if checkpoint_dir is not None:
         from specdiff._checkpoint import RunCheckpoint
 
-        run_args = {
-            "kind": "design_per_eigenvalue",
-            "steps": steps,
-            "process": process,
-            "sampler": sampler.to_dict(),
-            "metric": metric,
-            "endpoints": list(ends),
+        run_args = _run_args("design_per_eigenvalue", cfg, ends, max_iter, dt, floor) | {
             "chunk": chunk,
-            "max_iter": int(max_iter),
-            "tol": tol,
-            "patience": int(patience),
-            "dtype": dt.name,
             "eigenvalues": _digest(lam, mu),
-            "floor": floor,
         }
         store = RunCheckpoint(checkpoint_dir, run_args)
         restored = store.restore({"out": out, "state": state})

@@ -57,21 +57,31 @@ def save_spectrum(path, spectrum: Spectrum) -> None:
         np.savez(f, **arrays)
 
 
-def load_spectrum(path) -> Spectrum:
-    """Read a spectrum .npz (key ``eigenvalues``, optional ``mean`` and ``name``)."""
+def read_npz(path, what: str, required=()) -> dict:
+    """All arrays of an .npz file; ``ValueError`` naming the file if it is missing, not a
+    readable .npz, or lacks one of the ``required`` arrays."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"spectrum file {str(path)!r} does not exist")
+        raise ValueError(f"{what} {str(path)!r} does not exist")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile/pickle/format errors
-        raise ValueError(f"spectrum file {str(path)!r} is not a readable .npz: {e}") from None
-    if "eigenvalues" not in data:
+        raise ValueError(f"{what} {str(path)!r} is not a readable .npz: {e}") from None
+    missing = [k for k in required if k not in data]
+    if missing:
         raise ValueError(
-            f"spectrum file {str(path)!r} has no 'eigenvalues' array (found: "
-            f"{', '.join(sorted(data)) or 'nothing'})"
+            f"{what} {str(path)!r} has no {' or '.join(repr(k) for k in missing)} array: it "
+            f"needs {' and '.join(repr(k) for k in required)} "
+            f"(found: {', '.join(sorted(data)) or 'nothing'})"
         )
+    return data
+
+
+def load_spectrum(path) -> Spectrum:
+    """Read a spectrum .npz (key ``eigenvalues``, optional ``mean`` and ``name``)."""
+    path = Path(path)
+    data = read_npz(path, "spectrum file", required=("eigenvalues",))
     name = str(data["name"]) if "name" in data else path.stem
     return Spectrum(data["eigenvalues"], data.get("mean"), name=name)
 

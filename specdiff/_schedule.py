@@ -37,7 +37,8 @@ def _validate_levels(lv: np.ndarray, process: str) -> None:
         if (lv <= 0).any() or (lv >= 1).any():
             i = int(np.flatnonzero((lv <= 0) | (lv >= 1))[0])
             raise ValueError(
-                f"VP levels are ᾱ and must lie strictly inside (0, 1); level {i} is {float(lv[i])!r}"
+                "VP levels are ᾱ and must lie strictly inside (0, 1); "
+                f"level {i} is {float(lv[i])!r}"
             )
         if lv.size > 1 and not (np.diff(lv) > 0).all():
             i = int(np.flatnonzero(np.diff(lv) <= 0)[0])

@@ -168,19 +168,10 @@ def save_feature_stats(path, stats: FeatureStats) -> None:
 def load_feature_stats(path) -> FeatureStats:
     """Read precomputed statistics from an ``.npz`` with arrays ``mu`` (d,) and ``sigma`` (d, d)
     (the format of pytorch-fid/clean-fid statistics files)."""
+    from specdiff._io import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"feature statistics file {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise ValueError(f"{str(path)!r} is not a readable .npz: {e}") from None
-    if "mu" not in data or "sigma" not in data:
-        raise ValueError(
-            f"{str(path)!r} needs arrays 'mu' and 'sigma' "
-            f"(found: {', '.join(sorted(data)) or 'none'})"
-        )
+    data = read_npz(path, "feature statistics file", required=("mu", "sigma"))
     n = int(data["n"]) if "n" in data else None
     try:
         return FeatureStats(data["mu"], data["sigma"], n)
