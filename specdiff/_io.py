@@ -11,7 +11,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from specdiff._schedule import Schedule
+from specdiff._schedule import Schedule, _validate_levels
 from specdiff._spectrum import Spectrum
 
 SCHEDULE_FORMAT = "specdiff.schedule/1"
@@ -86,6 +86,21 @@ def load_spectrum(path) -> Spectrum:
     return Spectrum(data["eigenvalues"], data.get("mean"), name=name)
 
 
+def _levels_float64(schedule: Schedule) -> np.ndarray:
+    """The levels as float64: as stored when they are a valid grid, else from log-SNR.
+
+    A float32 schedule built from log-SNR can hold ᾱ = sigmoid(ρ) rounded to exactly 1.0
+    (ρ ≳ 17); its float64 levels are recomputed from ρ so the file loads again.
+    """
+    lv = np.asarray(schedule.levels, dtype=np.float64)
+    try:
+        _validate_levels(lv, schedule.process)
+        return lv
+    except ValueError:
+        rho = np.asarray(schedule.log_snr, dtype=np.float64)
+        return 1 / (1 + np.exp(-rho)) if schedule.process == "vp" else np.exp(-0.5 * rho)
+
+
 def schedule_record(
     schedule: Schedule,
     *,
@@ -102,7 +117,7 @@ def schedule_record(
         "format": SCHEDULE_FORMAT,
         "process": schedule.process,
         "steps": schedule.num_steps,
-        "levels": [float(x) for x in np.asarray(schedule.levels, dtype=np.float64)],
+        "levels": [float(x) for x in _levels_float64(schedule)],
         "log_snr": [float(x) for x in np.asarray(schedule.log_snr, dtype=np.float64)],
         "sampler": None if sampler is None else sampler.to_dict(),
         "objective": objective,

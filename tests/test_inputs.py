@@ -137,3 +137,13 @@ def test_schedule_file_rejects_non_monotone(tmp_path):
     p.write_text(json.dumps({"process": "vp", "levels": [0.5, 0.2]}))
     with pytest.raises(ValueError, match="bad.json.*strictly increasing"):
         sd.load_schedule(p)
+
+
+def test_float32_schedule_near_clean_round_trips(tmp_path):
+    """ᾱ = sigmoid(20) rounds to 1.0 in float32; the file must still load."""
+    sch = sd.Schedule.from_log_snr(jnp.asarray([-5.0, 3.0, 20.0], jnp.float32), "vp")
+    assert float(sch.levels[-1]) == 1.0
+    sd.save_schedule(tmp_path / "s.json", sch)
+    back = sd.load_schedule(tmp_path / "s.json")
+    np.testing.assert_allclose(back.log_snr, sch.log_snr, rtol=1e-6)
+    assert float(back.levels[-1]) < 1.0
