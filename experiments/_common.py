@@ -8,7 +8,6 @@ An experiment is: parse arguments → call the library → ``Run.finish`` writes
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -83,7 +82,3 @@ class Run:
                 f.write(table)
             print(table)
         print(f"wrote {self.dir}/")
-
-
-def load_json(path) -> dict:
-    return json.loads(Path(path).read_text())

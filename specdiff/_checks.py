@@ -16,10 +16,6 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def as_numpy(x) -> np.ndarray:
-    return np.asarray(x)
-
-
 def check_choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
@@ -36,6 +32,6 @@ def cumsum(x, axis: int = 0, reverse: bool = False):
     """Inclusive cumulative sum as an associative scan: O(n log n) work on every backend.
 
     ``jnp.cumsum`` lowers to a ``reduce_window`` on CPU, which costs O(n²) along the axis
-    (12 ms against 3 ms for 10240 × 100 here), and more inside vmapped loops.
+    inside vmapped loops the difference grows further.
     """
     return jax.lax.associative_scan(jnp.add, x, reverse=reverse, axis=axis)

@@ -21,7 +21,6 @@ returned, and the start is the best heuristic, so the result is never worse than
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import time
 from typing import NamedTuple
@@ -115,12 +114,16 @@ def log_snr_to_theta(rho, ends, mode: str):
     return jnp.concatenate([rho[:1], inc]) if mode == "free" else inc
 
 
-def _loss(theta, data: _Data, cfg: _Config):
-    """The objective: W2² for "w2" (smooth at its minimum), the KL itself otherwise."""
-    rho = theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode)
+def _loss_rho(rho, data: _Data, cfg: _Config):
+    """The objective of a log-SNR grid: W2² for "w2" (smooth at its minimum), else the KL."""
     sch = Schedule.from_log_snr(rho, cfg.process)
     mom = _moments(data.spectrum, sch, cfg.sampler, False)
     return jnp.sum(divergence_terms(data.spectrum, mom, cfg.metric, cfg.floor) * data.weights)
+
+
+def _loss(theta, data: _Data, cfg: _Config):
+    """The objective in the optimiser's unconstrained parameters."""
+    return _loss_rho(theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode), data, cfg)
 
 
 def scale_by_parallel_linesearch(num_steps: int = 10, num_steepest: int = 6):
@@ -573,11 +576,7 @@ def design_schedule(
     )
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
-def _loss_of_rho_jit(rho, data, cfg):
-    sch = Schedule.from_log_snr(rho, cfg.process)
-    mom = _moments(data.spectrum, sch, cfg.sampler, False)
-    return jnp.sum(divergence_terms(data.spectrum, mom, cfg.metric, cfg.floor) * data.weights)
+_loss_of_rho_jit = jax.jit(_loss_rho, static_argnames="cfg")
 
 
 def _loss_of_rho(rho, data, cfg):
@@ -705,20 +704,22 @@ def design_per_eigenvalue(
     # Per-eigenvalue losses of every heuristic are its divergence terms: pick the best.
     cands = _heuristic_candidates(steps, process, mode, ends)
     names = list(cands)
-    terms = []
-    for nm in names:
-        sch = Schedule.from_log_snr(jnp.asarray(cands[nm], dt), process)
-        terms.append(
+    spec_dt = Spectrum(lam, mu)
+    terms = np.stack(
+        [  # (H, n)
             np.asarray(
                 divergence_terms(
-                    spec_all if dt == lam.dtype else Spectrum(lam, mu),
-                    output_moments(Spectrum(lam, mu), sch, sampler),
+                    spec_dt,
+                    output_moments(
+                        spec_dt, Schedule.from_log_snr(jnp.asarray(cands[nm], dt), process), sampler
+                    ),
                     metric,
                     floor,
                 )
             )
-        )
-    terms = np.stack(terms)  # (H, n)
+            for nm in names
+        ]
+    )
     best = np.argmin(terms, axis=0)
     rho_init = np.stack([cands[names[b]] for b in best])  # (n, S)
     ends_j = jnp.asarray(ends, dt)
