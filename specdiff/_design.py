@@ -33,13 +33,14 @@ import optax
 from specdiff import schedules as _heur
 from specdiff._checks import check_choice, cumsum, is_concrete
 from specdiff._divergence import METRICS, divergence_terms
-from specdiff._engine import _check_schedule_sampler, _moments, output_moments
+from specdiff._engine import _check_schedule_sampler, _moments
 from specdiff._schedule import PROCESSES, Schedule, _log_snr_from_levels
 from specdiff._spectrum import Spectrum
 
 MIN_INCREMENT = 1e-4
 OPTIMIZERS = ("lbfgs", "adam")
 SEGMENT_ITERS = 25
+POOL_SEGMENT_ITERS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,17 +127,22 @@ def _loss(theta, data: _Data, cfg: _Config):
     return _loss_rho(theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode), data, cfg)
 
 
-def scale_by_parallel_linesearch(num_steps: int = 10, num_steepest: int = 6):
+def scale_by_parallel_linesearch(
+    direction_scales=(4.0, 2.0, 1.0, 0.5, 0.25, 1 / 16, 1 / 128),
+    steepest_scales=(4.0, 1 / 4, 1 / 64),
+):
     """Line search that tries many step sizes at once and keeps the best.
 
-    Candidates: the proposed direction d scaled by 4, 2, 1, ½, …, 2^{3−num_steps}, and the
-    steepest-descent direction −g·|d|/|g| scaled by 4, 1, ¼, …, 4^{2−num_steepest}; all are
+    Candidates: the proposed direction d times each of ``direction_scales``, and the
+    steepest-descent direction −g·|d|/|g| times each of ``steepest_scales``; all are
     evaluated in one vmapped batch and the lowest value wins (no step if none decreases
     the objective). Unlike a sequential (zoom) line search it costs the same for every
     problem, which is what a vmapped batch of independent problems needs: a batched
     ``while_loop`` runs as long as its slowest member. The gradient candidates rescue
     iterations where the quasi-Newton direction is poor.
     """
+    d_scales = np.asarray(direction_scales, np.float64)
+    g_scales = np.asarray(steepest_scales, np.float64)
 
     def init(params):
         del params
@@ -144,12 +150,12 @@ def scale_by_parallel_linesearch(num_steps: int = 10, num_steepest: int = 6):
 
     def update(updates, state, params, *, value, grad, value_fn, **extra):
         del extra
-        k = jnp.arange(num_steps, dtype=value.dtype)
+        dt = value.dtype
         gscale = optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(grad), 1e-30)
         flat = jnp.concatenate(
-            [  # θ is a single array: candidates (2·num_steps, P)
-                (2.0 ** (2 - k))[:, None] * updates[None],
-                (-gscale * 4.0 ** (1 - k))[:, None] * grad[None],
+            [  # θ is a single array: candidates (len(d_scales) + len(g_scales), P)
+                jnp.asarray(d_scales, dt)[:, None] * updates[None],
+                (-gscale * jnp.asarray(g_scales, dt))[:, None] * grad[None],
             ]
         )
         vals = jax.vmap(lambda u: value_fn(optax.apply_updates(params, u)))(flat)
@@ -205,6 +211,13 @@ def _segment_impl(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
             updates, opt_state = opt.update(
                 grad, s.opt_state, s.theta, value=value, grad=grad, value_fn=fun
             )
+            # No candidate decreased the loss: the curvature memory is misleading (in
+            # float32 a stale pair can make every L-BFGS candidate fail). Forget it, so the
+            # next iteration starts again from a scaled steepest-descent step.
+            stuck = jnp.all(updates == 0)
+            opt_state = jax.tree.map(
+                lambda fresh, old: jnp.where(stuck, fresh, old), opt.init(s.theta), opt_state
+            )
         else:
             value, grad = jax.value_and_grad(fun)(s.theta)
             updates, opt_state = opt.update(grad, s.opt_state, s.theta)
@@ -236,11 +249,25 @@ def _segment_impl(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
 _segment = jax.jit(_segment_impl, static_argnames="cfg")
 
 
-def _segment_batch_impl(state, data, stop_at, cfg):
-    return jax.vmap(lambda s, d: _segment_impl(s, d, stop_at, cfg))(state, data)
+def _pool_step_impl(state, data, refill, theta_new, alive, iters, cfg):
+    """One segment of a pool of independent problems (vmapped over its slots).
+
+    Slots flagged in ``refill`` first start a new problem from ``theta_new``; slots not
+    ``alive`` (no problem) are marked done. Every live slot then runs up to ``iters`` more
+    iterations of its own problem, counted from its own iteration number.
+    """
+    max_iter = state.history.shape[-1]
+    fresh = jax.vmap(lambda t: _init_state(t, max_iter, cfg))(theta_new)
+
+    def pick(new, old):
+        return jnp.where(refill.reshape(refill.shape + (1,) * (old.ndim - 1)), new, old)
+
+    state = jax.tree.map(pick, fresh, state)
+    state = state._replace(done=state.done | ~alive)
+    return jax.vmap(lambda s, d: _segment_impl(s, d, s.it + iters, cfg))(state, data)
 
 
-_segment_batch = jax.jit(_segment_batch_impl, static_argnames="cfg")
+_pool_step = jax.jit(_pool_step_impl, static_argnames="cfg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -538,8 +565,14 @@ def design_schedule(
             state = restored
         ckpt = lambda s: store.save(int(s.it), s)  # noqa: E731
 
+    # The optimiser sees the objective divided by its value at the start: the same problem
+    # at unit scale (L-BFGS's first step, −g·min(1, 1/|g|), is otherwise too short to
+    # register in float32 when the loss is small). Reported values are in true units.
+    tiny = float(np.finfo(dt).tiny)
+    scale = 1.0 / init_loss if np.isfinite(init_loss) and init_loss > tiny else 1.0
+    opt_data = data._replace(weights=data.weights * jnp.asarray(scale, dt))
     state = _run_loop(
-        lambda s, stop: _segment(s, data, stop, cfg),
+        lambda s, stop: _segment(s, opt_data, stop, cfg),
         state,
         int(max_iter),
         progress,
@@ -559,7 +592,7 @@ def design_schedule(
     schedule = Schedule.from_log_snr(rho, process)
     final = float(_to_metric_units(final, metric))
     iters = int(state.it)
-    hist = np.asarray(state.history)[:iters]
+    hist = np.asarray(state.history)[:iters] / scale
     heur = {n: float(_to_metric_units(v, metric)) for n, v in cand_loss.items()}
     return DesignResult(
         schedule=schedule,
@@ -588,6 +621,33 @@ def _loss_of_rho_batch_impl(rho, data, cfg):
 
 
 _loss_of_rho_batch = jax.jit(_loss_of_rho_batch_impl, static_argnames="cfg")
+
+
+def _terms_batch_impl(rho, spectrum, cfg):
+    """(H, d) divergence terms of H log-SNR grids (H, S) on one spectrum."""
+
+    def terms(r):
+        mom = _moments(spectrum, Schedule.from_log_snr(r, cfg.process), cfg.sampler, False)
+        return divergence_terms(spectrum, mom, cfg.metric, cfg.floor)
+
+    return jax.vmap(terms)(rho)
+
+
+_terms_batch = jax.jit(_terms_batch_impl, static_argnames="cfg")
+
+
+def _rho_batch_impl(theta, ends, steps, mode):
+    return jax.vmap(lambda t: theta_to_log_snr(t, ends, steps, mode))(theta)
+
+
+_rho_batch = jax.jit(_rho_batch_impl, static_argnames=("steps", "mode"))
+
+
+def _theta_batch_impl(rho, ends, mode):
+    return jax.vmap(lambda r: log_snr_to_theta(r, ends, mode))(rho)
+
+
+_theta_batch = jax.jit(_theta_batch_impl, static_argnames="mode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -632,6 +692,152 @@ def _batched_spectrum(lam, mean):
     )
 
 
+def _default_pool_width(n: int, steps: int) -> int:
+    """Problems in flight at once: small on CPU (a finished slot is refilled at once, so the
+    cost is the sum of the problems' iterations, not n times the slowest one's), large on
+    accelerators (which need wide batches to be busy), and never more than ~4·10⁶ / S."""
+    cap = max(1, 4_000_000 // steps)
+    width = 128 if jax.default_backend() == "cpu" else cap
+    return max(1, min(n, width, cap))
+
+
+class _PoolCheckpoint:
+    """Checkpoints of a per-eigenvalue sweep, in two tiers.
+
+    Finished problems are written to ``finished.npz`` (atomically) after every segment in
+    which one finished, so nothing finished is ever recomputed. The in-flight optimiser
+    states of the pool are saved with orbax every ``every`` seconds; on resume the slots
+    are restored from there, those whose problem has meanwhile finished are emptied, and
+    problems started after that save start again (every problem's iterates depend only on
+    its own start, so the result is the same).
+    """
+
+    def __init__(self, directory, run_args, every: float):
+        from specdiff._checkpoint import RunCheckpoint
+
+        self.store = RunCheckpoint(directory, run_args)
+        self.path = self.store.dir / "finished.npz"
+        self.every = float(every)
+        self.last = time.perf_counter()
+        self.saves = self.store.latest_step() or 0
+
+    def restore_finished(self, out):
+        if not self.path.exists():
+            return out
+        from specdiff._io import read_npz
+
+        got = read_npz(self.path, "checkpoint", tuple(out))
+        for k in out:
+            if got[k].shape != out[k].shape:
+                raise ValueError(f"checkpoint file {str(self.path)!r} does not match this run")
+        return {k: got[k].astype(out[k].dtype) for k in out}
+
+    def save_finished(self, out):
+        from specdiff._io import atomic_write
+
+        with atomic_write(self.path, "wb") as f:
+            np.savez(f, **out)
+
+    def restore_pool(self, like):
+        return self.store.restore(like)
+
+    def maybe_save_pool(self, pool, force=False):
+        if force or time.perf_counter() - self.last >= self.every:
+            self.saves += 1
+            self.store.save(self.saves, pool)
+            self.last = time.perf_counter()
+
+    def close(self):
+        self.store.close()
+
+
+def _solve_pool(theta_init, loss_init, lam, mu, ends, cfg, width, max_iter, ckpt, bar):
+    """Solve n independent problems through a pool of ``width`` slots.
+
+    Every segment runs each live slot for ``POOL_SEGMENT_ITERS`` more iterations in one
+    compiled, vmapped call; between segments, finished problems leave their slot and the
+    next pending ones take it (all shapes fixed: one compilation). Problems are taken in
+    order of increasing eigenvalue: small eigenvalues are the ill-conditioned, slow ones,
+    and starting them first keeps the pool's tail short.
+
+    Returns (best_theta (n, P), iterations (n,), converged (n,)).
+    """
+    n, n_par = theta_init.shape
+    dt = theta_init.dtype
+    out = {
+        "theta": np.zeros((n, n_par), dt),
+        "iters": np.zeros(n, np.int32),
+        "conv": np.zeros(n, bool),
+        "finished": np.zeros(n, bool),
+    }
+    owner = np.full(width, -1, np.int64)
+    state = jax.vmap(lambda t: _init_state(t, int(max_iter), cfg))(
+        jnp.asarray(theta_init[np.zeros(width, int)])
+    )
+    if ckpt is not None:
+        out = ckpt.restore_finished(out)
+        restored = ckpt.restore_pool({"owner": owner, "state": state})
+        if restored is not None:
+            owner = np.asarray(restored["owner"]).astype(np.int64)
+            state = restored["state"]
+            stale = owner >= 0
+            stale[stale] = out["finished"][owner[stale]]
+            owner[stale] = -1
+    in_pool = np.zeros(n, bool)
+    in_pool[owner[owner >= 0]] = True
+    order = np.argsort(lam, kind="stable")
+    queue = [int(i) for i in order if not out["finished"][i] and not in_pool[i]]
+    queue.reverse()  # pop() from the end
+    bar.update(int(out["finished"].sum()))
+    ends_w = jnp.broadcast_to(jnp.asarray(ends, dt), (width, 2))
+    # Each problem's objective is divided by its value at the start, so the optimiser sees
+    # every problem at the same scale: L-BFGS's first step is −g·min(1, 1/|g|), which for
+    # a problem whose loss is 1e-6 would otherwise be far too short to register in float32.
+    tiny = np.finfo(dt).tiny
+    scale = np.where(loss_init > tiny, 1 / np.maximum(loss_init, tiny), 1).astype(dt)
+    while True:
+        refill = np.zeros(width, bool)
+        for j in np.flatnonzero(owner < 0):
+            if not queue:
+                break
+            owner[j] = queue.pop()
+            refill[j] = True
+        alive = owner >= 0
+        if not alive.any():
+            break
+        idx = np.where(alive, owner, 0)
+        data = _Data(
+            _batched_spectrum(jnp.asarray(lam[idx]), jnp.asarray(mu[idx])),
+            ends_w,
+            jnp.asarray(scale[idx, None]),
+        )
+        state = _pool_step(
+            state,
+            data,
+            jnp.asarray(refill),
+            jnp.asarray(theta_init[idx]),
+            jnp.asarray(alive),
+            POOL_SEGMENT_ITERS,
+            cfg,
+        )
+        it = np.asarray(state.it)
+        done = np.asarray(state.done)
+        fin = alive & (done | (it >= max_iter))
+        if fin.any():
+            rows = owner[fin]
+            out["theta"][rows] = np.asarray(state.best_theta)[fin]
+            out["iters"][rows] = it[fin]
+            out["conv"][rows] = done[fin] & (it[fin] <= max_iter)
+            out["finished"][rows] = True
+            owner[fin] = -1
+            bar.update(int(fin.sum()))
+            if ckpt is not None:
+                ckpt.save_finished(out)
+        if ckpt is not None:
+            ckpt.maybe_save_pool({"owner": owner, "state": state})
+    return out["theta"], out["iters"], out["conv"]
+
+
 def design_per_eigenvalue(
     eigenvalues,
     steps: int,
@@ -648,15 +854,22 @@ def design_per_eigenvalue(
     floor: float | None = None,
     dtype=None,
     checkpoint_dir=None,
+    checkpoint_every: float = 30.0,
     progress: bool | None = None,
 ) -> PerEigenvalueResult:
     """One designed schedule per eigenvalue (each problem has that eigenvalue alone).
 
-    All problems of a chunk run in one compiled, vmapped optimisation loop; chunks of
-    ``chunk_size`` eigenvalues (default: about 4·10⁶ / S, so 3072 × S = 1000 takes one
-    chunk of a few hundred MB) run one after another. With ``checkpoint_dir``, finished
-    chunks and the running chunk's optimiser state are saved with orbax after every
-    segment, and a rerun with the same arguments resumes.
+    The problems run through a pool of ``chunk_size`` slots, each slot one problem's
+    optimiser (L-BFGS with a parallel line search), all slots in one compiled, vmapped
+    loop. Between short segments a slot whose problem has converged takes the next pending
+    problem, so the cost is the sum of the problems' iteration counts rather than n times
+    the slowest one's. ``chunk_size`` (the memory bound) defaults to 128 on CPU and about
+    4·10⁶ / S on accelerators (3072 × S = 1000 then fits in a few hundred MB). Each
+    problem's iterates depend only on that problem, not on the pool.
+
+    With ``checkpoint_dir``, every finished problem is saved as soon as its segment ends,
+    and the in-flight optimiser states every ``checkpoint_every`` seconds (orbax); a rerun
+    with the same arguments resumes, recomputing nothing finished.
 
     Args: as ``design_schedule``; ``eigenvalues`` (n,) and optional ``mean`` (n,) (the mean
     component m_i of each direction).
@@ -673,6 +886,8 @@ def design_per_eigenvalue(
     spec_all = Spectrum(eigenvalues, mean)
     _validate_common(steps, sampler, process, metric, "lbfgs")
     steps = int(steps)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     lam = np.asarray(spec_all.eigenvalues)
     dt = _dtype(dtype, lam.dtype)
     tol = float(tol if tol is not None else (1e-6 if dt == np.float32 else 1e-10))
@@ -680,13 +895,23 @@ def design_per_eigenvalue(
         raise ValueError(
             f"metric {metric!r} is infinite for a zero eigenvalue; pass floor=... or use 'w2'"
         )
+    if not (isinstance(checkpoint_every, (int, float)) and checkpoint_every >= 0):
+        raise ValueError(
+            f"checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}"
+        )
     lam = lam.astype(dt)
     mu = np.asarray(spec_all.mean, dt)
     n = lam.size
-    chunk = int(chunk_size) if chunk_size is not None else max(1, 4_000_000 // steps)
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
-    chunk = min(chunk, n)
+    if chunk_size is None:
+        width = _default_pool_width(n, steps)
+    elif (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    else:
+        width = min(int(chunk_size), n)
     mode, ends = _ends_to_log_snr(endpoints, process, steps)
     cfg = _Config(
         steps,
@@ -704,69 +929,19 @@ def design_per_eigenvalue(
     # Per-eigenvalue losses of every heuristic are its divergence terms: pick the best.
     cands = _heuristic_candidates(steps, process, mode, ends)
     names = list(cands)
-    spec_dt = Spectrum(lam, mu)
-    terms = np.stack(
-        [  # (H, n)
-            np.asarray(
-                divergence_terms(
-                    spec_dt,
-                    output_moments(
-                        spec_dt, Schedule.from_log_snr(jnp.asarray(cands[nm], dt), process), sampler
-                    ),
-                    metric,
-                    floor,
-                )
-            )
-            for nm in names
-        ]
-    )
+    rho_cands = jnp.asarray(np.stack([cands[nm] for nm in names]), dt)  # (H, S)
+    terms = np.asarray(_terms_batch(rho_cands, Spectrum(lam, mu).anonymous(), cfg))  # (H, n)
     best = np.argmin(terms, axis=0)
-    rho_init = np.stack([cands[names[b]] for b in best])  # (n, S)
     ends_j = jnp.asarray(ends, dt)
-    theta_init = np.asarray(
-        jax.vmap(lambda r: log_snr_to_theta(r, ends_j, mode))(jnp.asarray(rho_init, dt))
-    )
+    theta_init = np.asarray(_theta_batch(rho_cands[best], ends_j, mode))
 
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    lam_p = np.concatenate([lam, np.repeat(lam[-1:], pad)])
-    mu_p = np.concatenate([mu, np.repeat(mu[-1:], pad)])
-    th_p = np.concatenate([theta_init, np.repeat(theta_init[-1:], pad, 0)])
-
-    def chunk_data(c):
-        sl = slice(c * chunk, (c + 1) * chunk)
-        return _Data(
-            _batched_spectrum(jnp.asarray(lam_p[sl]), jnp.asarray(mu_p[sl])),
-            jnp.broadcast_to(ends_j, (chunk, 2)),
-            jnp.ones((chunk, 1), dt),
-        )
-
-    init_batch = jax.vmap(lambda t: _init_state(t, int(max_iter), cfg))
-    out = {
-        "log_snr": np.zeros((n_chunks * chunk, steps), dt),
-        "iters": np.zeros(n_chunks * chunk, np.int32),
-        "conv": np.zeros(n_chunks * chunk, bool),
-        "next_chunk": np.zeros((), np.int32),
-    }
-    state = init_batch(jnp.asarray(th_p[:chunk]))
-    store = None
+    ckpt = None
     if checkpoint_dir is not None:
-        from specdiff._checkpoint import RunCheckpoint
-
         run_args = _run_args("design_per_eigenvalue", cfg, ends, max_iter, dt, floor) | {
-            "chunk": chunk,
+            "chunk": width,
             "eigenvalues": _digest(lam, mu),
         }
-        store = RunCheckpoint(checkpoint_dir, run_args)
-        restored = store.restore({"out": out, "state": state})
-        if restored is not None:
-            out = {k: np.asarray(v) for k, v in restored["out"].items()}
-            state = restored["state"]
-    save_count = [0 if store is None else (store.latest_step() or 0)]
-
-    def save(st):
-        save_count[0] += 1
-        store.save(save_count[0], {"out": out, "state": st})
+        ckpt = _PoolCheckpoint(checkpoint_dir, run_args, checkpoint_every)
 
     from tqdm.auto import tqdm
 
@@ -774,54 +949,31 @@ def design_per_eigenvalue(
         total=n,
         desc=f"per-eigenvalue S={steps}",
         leave=False,
-        disable=progress is False or (progress is None and n_chunks == 1),
+        disable=progress is False or (progress is None and n <= width),
     )
-    for c in range(int(out["next_chunk"]), n_chunks):
-        data = chunk_data(c)
-        if c != int(out["next_chunk"]) or state is None:
-            state = init_batch(jnp.asarray(th_p[c * chunk : (c + 1) * chunk]))
-        state = _run_loop(
-            lambda s, stop, data=data: _segment_batch(s, data, stop, cfg),
-            state,
-            int(max_iter),
-            False,
-            save if store is not None else None,
-            "",
+    try:
+        theta, iters, conv = _solve_pool(
+            theta_init, terms[best, np.arange(n)], lam, mu, ends, cfg, width, max_iter, ckpt, bar
         )
-        # Keep the best point; fall back to the start where nothing improved on it
-        # (both judged by the same compiled loss, so the comparison is exact).
-        theta0 = jnp.asarray(th_p[c * chunk : (c + 1) * chunk])
-        rho_best = jax.vmap(lambda t: theta_to_log_snr(t, ends_j, steps, mode))(state.best_theta)
-        rho_0 = jax.vmap(lambda t: theta_to_log_snr(t, ends_j, steps, mode))(theta0)
-        use = np.asarray(
-            _loss_of_rho_batch(rho_best, data, cfg) < _loss_of_rho_batch(rho_0, data, cfg)
-        )
-        sl = slice(c * chunk, (c + 1) * chunk)
-        out["log_snr"][sl] = np.where(use[:, None], np.asarray(rho_best), np.asarray(rho_0))
-        out["iters"][sl] = np.asarray(state.it)
-        out["conv"][sl] = np.asarray(state.done)
-        out["next_chunk"] = np.asarray(c + 1, np.int32)
-        state = (
-            None
-            if c + 1 == n_chunks
-            else init_batch(jnp.asarray(th_p[(c + 1) * chunk : (c + 2) * chunk]))
-        )
-        if store is not None and state is not None:
-            save(state)
-        bar.update(min(chunk, n - c * chunk))
-    bar.close()
-    if store is not None:
-        store.close()
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
 
-    rho = out["log_snr"][:n]
+    # Keep the best point; fall back to the start where nothing improved on it (both
+    # judged by the same compiled loss, so "never worse than the heuristic" holds exactly).
     data_all = _Data(
         _batched_spectrum(jnp.asarray(lam), jnp.asarray(mu)),
         jnp.broadcast_to(ends_j, (n, 2)),
         jnp.ones((n, 1), dt),
     )
-    loss = np.asarray(_loss_of_rho_batch(jnp.asarray(rho), data_all, cfg))
-    rho_h = jax.vmap(lambda t: theta_to_log_snr(t, ends_j, steps, mode))(jnp.asarray(theta_init))
+    rho_best = _rho_batch(jnp.asarray(theta), ends_j, steps, mode)
+    rho_h = _rho_batch(jnp.asarray(theta_init), ends_j, steps, mode)
+    loss_best = np.asarray(_loss_of_rho_batch(rho_best, data_all, cfg))
     loss_h = np.asarray(_loss_of_rho_batch(rho_h, data_all, cfg))
+    use = loss_best < loss_h
+    rho = np.where(use[:, None], np.asarray(rho_best), np.asarray(rho_h))
+    loss = np.where(use, loss_best, loss_h)
     return PerEigenvalueResult(
         eigenvalues=lam,
         means=mu,
@@ -829,8 +981,8 @@ def design_per_eigenvalue(
         loss=_to_metric_units(loss, metric),
         heuristic_loss=_to_metric_units(loss_h, metric),
         heuristic_name=np.asarray([names[b] for b in best]),
-        iterations=out["iters"][:n],
-        converged=out["conv"][:n],
+        iterations=iters,
+        converged=conv,
         process=process,
         metric=metric,
         sampler=sampler,
