@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=float, default=None, help="fix the cleanest level (ᾱ or σ)")
     p.add_argument("--init", default="best", help="start: best (default) or a heuristic name")
     p.add_argument("--max-iter", type=_positive_int, default=1000, help="iteration cap")
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        default=None,
+        help="save the optimiser state here; rerunning the same command resumes from it",
+    )
     p.set_defaults(func=cmd_design)
 
     p = sub.add_parser(
@@ -411,7 +417,15 @@ def cmd_design(args) -> int:
         _choice("init", args.init, ("best", *schedules.HEURISTICS))
     spec = _load_spectrum(args)
     endpoints = None if args.first is None and args.last is None else (args.first, args.last)
-    res = _design(spec, args.steps, sampler, args, endpoints=endpoints, init=args.init)
+    res = _design(
+        spec,
+        args.steps,
+        sampler,
+        args,
+        endpoints=endpoints,
+        init=args.init,
+        checkpoint_dir=args.checkpoint,
+    )
 
     ranking = sorted(
         [("spectral", res.loss), *res.heuristics.items()],

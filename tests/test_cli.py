@@ -65,6 +65,18 @@ def test_design_default_output_and_table(tmp_path, monkeypatch, capsys):
     assert lines[-1] == "wrote schedule.json"
 
 
+def test_design_checkpoint_resumes_and_refuses_other_arguments(tmp_path, capsys):
+    ck = tmp_path / "ck"
+    base = ["design", *SPEC, "--steps", S, "--json", "--checkpoint", ck]
+    rc, out, _ = run([*base, "--out", tmp_path / "a.json"], capsys)
+    assert rc == 0 and (ck / "run.json").is_file()
+    rc, out2, _ = run([*base, "--out", tmp_path / "b.json"], capsys)  # resumes: same result
+    assert rc == 0
+    assert json.loads(out2)["levels"] == json.loads(out)["levels"]
+    rc, _, err = run([*base[:-3], "--steps", S + 1, "--json", "--checkpoint", ck], capsys)
+    assert rc == 2 and "other arguments" in err and err.count("\n") == 1
+
+
 def test_evaluate_matches_library(designed, capsys):
     path, printed = designed
     rc, out, _ = run(["evaluate", path, *SPEC, "--metric", "kl", "--json"], capsys)
