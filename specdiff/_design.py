@@ -419,10 +419,11 @@ def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label):
         if checkpoint is not None:
             checkpoint(state)
         if progress is not False and bar is None and (progress or time.perf_counter() - t0 > 1.0):
-            bar = tqdm(total=stop_total, desc=total_label, leave=False)
+            # Iterations run before the bar existed count as its start, not in its rate.
+            now = int(np.max(np.asarray(state.it)))
+            bar = tqdm(total=stop_total, initial=now, desc=total_label, leave=False)
         if bar is not None:
-            bar.n = int(np.max(np.asarray(state.it)))
-            bar.refresh()
+            bar.update(int(np.max(np.asarray(state.it))) - bar.n)
     if bar is not None:
         bar.close()
     return state
