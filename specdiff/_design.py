@@ -122,6 +122,18 @@ def _loss_rho(rho, data: _Data, cfg: _Config):
     return jnp.sum(divergence_terms(data.spectrum, mom, cfg.metric, cfg.floor) * data.weights)
 
 
+def _unit_scale(loss0, dtype):
+    """1 / (the objective at the start), or 1 where that is 0 or not finite.
+
+    The optimiser minimises the objective times this: the same problem at unit scale.
+    optax L-BFGS's first step is −g·min(1, 1/|g|), which for a problem whose loss is 1e-6
+    (a lone small eigenvalue) is too short to register in float32 otherwise.
+    """
+    loss0 = np.asarray(loss0, np.float64)
+    ok = np.isfinite(loss0) & (loss0 > np.finfo(dtype).tiny)
+    return np.where(ok, 1 / np.where(ok, loss0, 1), 1).astype(dtype)
+
+
 def _loss(theta, data: _Data, cfg: _Config):
     """The objective in the optimiser's unconstrained parameters."""
     return _loss_rho(theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode), data, cfg)
@@ -566,11 +578,7 @@ def design_schedule(
             state = restored
         ckpt = lambda s: store.save(int(s.it), s)  # noqa: E731
 
-    # The optimiser sees the objective divided by its value at the start: the same problem
-    # at unit scale (L-BFGS's first step, −g·min(1, 1/|g|), is otherwise too short to
-    # register in float32 when the loss is small). Reported values are in true units.
-    tiny = float(np.finfo(dt).tiny)
-    scale = 1.0 / init_loss if np.isfinite(init_loss) and init_loss > tiny else 1.0
+    scale = float(_unit_scale(init_loss, dt))  # reported values stay in true units
     opt_data = data._replace(weights=data.weights * jnp.asarray(scale, dt))
     state = _run_loop(
         lambda s, stop: _segment(s, opt_data, stop, cfg),
@@ -742,8 +750,8 @@ class _PoolCheckpoint:
     def restore_pool(self, like):
         return self.store.restore(like)
 
-    def maybe_save_pool(self, pool, force=False):
-        if force or time.perf_counter() - self.last >= self.every:
+    def maybe_save_pool(self, pool):
+        if time.perf_counter() - self.last >= self.every:
             self.saves += 1
             self.store.save(self.saves, pool)
             self.last = time.perf_counter()
@@ -791,11 +799,7 @@ def _solve_pool(theta_init, loss_init, lam, mu, ends, cfg, width, max_iter, ckpt
     queue.reverse()  # pop() from the end
     bar.update(int(out["finished"].sum()))
     ends_w = jnp.broadcast_to(jnp.asarray(ends, dt), (width, 2))
-    # Each problem's objective is divided by its value at the start, so the optimiser sees
-    # every problem at the same scale: L-BFGS's first step is −g·min(1, 1/|g|), which for
-    # a problem whose loss is 1e-6 would otherwise be far too short to register in float32.
-    tiny = np.finfo(dt).tiny
-    scale = np.where(loss_init > tiny, 1 / np.maximum(loss_init, tiny), 1).astype(dt)
+    scale = _unit_scale(loss_init, dt)
     while True:
         refill = np.zeros(width, bool)
         for j in np.flatnonzero(owner < 0):
@@ -828,7 +832,7 @@ def _solve_pool(theta_init, loss_init, lam, mu, ends, cfg, width, max_iter, ckpt
             rows = owner[fin]
             out["theta"][rows] = np.asarray(state.best_theta)[fin]
             out["iters"][rows] = it[fin]
-            out["conv"][rows] = done[fin] & (it[fin] <= max_iter)
+            out["conv"][rows] = done[fin] & np.isfinite(np.asarray(state.value)[fin])
             out["finished"][rows] = True
             owner[fin] = -1
             bar.update(int(fin.sum()))
