@@ -54,6 +54,16 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend (experiments never open windows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 class Run:
     """The results folder of one experiment run."""
 

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from specdiff import linear
 
 
@@ -244,10 +244,7 @@ def main(argv=None):
 
 
 def _figures(run, res, args):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     ax = axes[0]

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import specdiff as sd
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from specdiff import linear, spiked
 
 
@@ -232,10 +232,7 @@ def main(argv=None):
 
 
 def _figures(run, lr, pa):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     ax = axes[0]

@@ -29,7 +29,7 @@ import time
 import jax
 import numpy as np
 
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 
 SCHEDULES = ("spectral", "spectral_tr", "linear", "cosine", "edm", "log_snr_uniform")
 HEURISTIC_NAMES = ("linear", "cosine", "edm", "log_snr_uniform")
@@ -209,10 +209,7 @@ def _summary(all_results) -> dict:
 
 
 def _figure(all_results, run):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(all_results)
     metrics_ = [("fd_pixel", "FD-pixel"), ("fd_classifier", "FD-classifier")]
@@ -231,7 +228,7 @@ def _figure(all_results, run):
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xticks(steps, [str(x) for x in steps])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.xaxis.set_minor_locator(plt.NullLocator())
             ax.set_xlabel("steps S (NFE)")
             ax.set_ylabel(label)
             ax.set_title(f"{ds}: {label}")
@@ -241,10 +238,7 @@ def _figure(all_results, run):
 
 
 def _sample_grid(ds, examples, run):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps, per, test = examples
     rows = [("test data", test)] + [(k, v) for k, v in per.items()]

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 import specdiff as sd
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from specdiff import spectra
 
 
@@ -47,10 +47,7 @@ def trajectory_error(
 
 
 def figure(spec, design, traj):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lam = np.asarray(spec.eigenvalues, np.float64)
     rho = np.asarray(design.log_snr, np.float64)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import specdiff as sd
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from specdiff import linear
 
 
@@ -158,10 +158,7 @@ def main(argv=None):
 
 
 def _figures(run, r, args):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = np.arange(args.steps + 1)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

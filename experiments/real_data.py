@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 import specdiff as sd
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from experiments.synthetic_schedules import design_across_steps
 from specdiff import datasets, spectra
 
@@ -72,10 +72,7 @@ def floored(spec: sd.Spectrum, rel: float) -> sd.Spectrum:
 
 
 def figures(results: dict, steps_detail: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(results)
     figs = {}

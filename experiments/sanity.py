@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 import specdiff as sd
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from specdiff import spectra
 
 
@@ -61,10 +61,7 @@ def compare(steps: int, eta: float, samples: int, key) -> dict:
 
 
 def figure(res: dict, steps: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     i = np.arange(1, len(res["eigenvalues"]) + 1)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))

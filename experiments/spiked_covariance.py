@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from specdiff import linear, spiked
 
 
@@ -129,10 +129,7 @@ def main(argv=None):
 
 
 def _figures(run, results, args):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s2 = results["noise_var"]
     fig, axes = plt.subplots(

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 import specdiff as sd
-from experiments._common import Run, fail, markdown_table, parser
+from experiments._common import Run, fail, markdown_table, parser, pyplot
 from specdiff import spectra
 
 STEPS = (10, 28, 38, 60, 90, 112, 250, 334)
@@ -57,10 +57,7 @@ def design_across_steps(spec, steps, sampler, names, metric="w2", floor=None, **
 
 
 def figures(spec, designed112, sampler, fits):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     S = designed112.schedule.num_steps
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -82,10 +79,7 @@ def figures(spec, designed112, sampler, fits):
 
 
 def w2_figure(table: dict, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = sorted(table)
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -21,6 +21,12 @@ def check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
+def check_int(name: str, value, minimum: int = 1) -> None:
+    """``value`` must be an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def check_finite(name: str, x: np.ndarray) -> None:
     bad = ~np.isfinite(x)
     if bad.any():

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from specdiff import schedules as _heur
-from specdiff._checks import check_choice, cumsum, is_concrete
+from specdiff._checks import check_choice, check_int, cumsum, is_concrete
 from specdiff._divergence import METRICS, divergence_terms
 from specdiff._engine import _check_schedule_sampler, _moments
 from specdiff._schedule import PROCESSES, Schedule, _log_snr_from_levels
@@ -363,8 +363,7 @@ def _map_to_ends(rho, mode, ends):
 
 
 def _validate_common(steps, sampler, process, metric, optimizer):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int("steps", steps)
     check_choice("process", process, PROCESSES)
     check_choice("metric", metric, METRICS)
     check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -499,8 +498,7 @@ def design_schedule(
         raise ValueError("spectrum must be a concrete specdiff.Spectrum")
     _validate_common(steps, sampler, process, metric, optimizer)
     steps = int(steps)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    check_int("max_iter", max_iter)
     dt = _dtype(dtype, np.asarray(spectrum.eigenvalues).dtype)
     tol = float(tol if tol is not None else (1e-6 if dt == np.float32 else 1e-10))
     mode, ends = _ends_to_log_snr(endpoints, process, steps)
@@ -747,9 +745,6 @@ class _PoolCheckpoint:
         with atomic_write(self.path, "wb") as f:
             np.savez(f, **out)
 
-    def restore_pool(self, like):
-        return self.store.restore(like)
-
     def maybe_save_pool(self, pool):
         if time.perf_counter() - self.last >= self.every:
             self.saves += 1
@@ -785,7 +780,7 @@ def _solve_pool(theta_init, loss_init, lam, mu, ends, cfg, width, max_iter, ckpt
     )
     if ckpt is not None:
         out = ckpt.restore_finished(out)
-        restored = ckpt.restore_pool({"owner": owner, "state": state})
+        restored = ckpt.store.restore({"owner": owner, "state": state})
         if restored is not None:
             owner = np.asarray(restored["owner"]).astype(np.int64)
             state = restored["state"]
@@ -891,8 +886,7 @@ def design_per_eigenvalue(
     spec_all = Spectrum(eigenvalues, mean)
     _validate_common(steps, sampler, process, metric, "lbfgs")
     steps = int(steps)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    check_int("max_iter", max_iter)
     lam = np.asarray(spec_all.eigenvalues)
     dt = _dtype(dtype, lam.dtype)
     tol = float(tol if tol is not None else (1e-6 if dt == np.float32 else 1e-10))
@@ -909,13 +903,8 @@ def design_per_eigenvalue(
     n = lam.size
     if chunk_size is None:
         width = _default_pool_width(n, steps)
-    elif (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, (int, np.integer))
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     else:
+        check_int("chunk_size", chunk_size)
         width = min(int(chunk_size), n)
     mode, ends = _ends_to_log_snr(endpoints, process, steps)
     cfg = _Config(

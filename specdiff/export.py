@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from specdiff._checks import check_int
 from specdiff._schedule import Schedule
 from specdiff.schedules import ddpm_alphas_bar
 
@@ -82,8 +83,7 @@ def interpolate(schedule: Schedule, steps: int) -> Schedule:
       25
     """
     _check(schedule)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int("steps", steps)
     rho = np.asarray(schedule.log_snr, np.float64)
     if rho.size == 1:
         raise ValueError("a 1-step schedule has no shape to interpolate; need >= 2 levels")

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specdiff._checks import check_choice, check_finite, is_concrete
+from specdiff._checks import check_choice, check_finite, check_int, is_concrete
 from specdiff._engine import _check_schedule_sampler, output_moments
 from specdiff._schedule import PROCESSES, Schedule
 from specdiff._spectrum import Spectrum
@@ -565,8 +565,7 @@ def reverse_sample(
     if not isinstance(model, LinearModel):
         raise ValueError(f"model must be a specdiff.linear.LinearModel, got {type(model)}")
     _check_key(key)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_int("n", n)
     models = _per_level(model, schedule.num_steps)
     p = _check_directions(directions, model.dim)
     p = models.eigenvectors[0] if p is None else p
@@ -603,8 +602,7 @@ def power_iteration(matrix, v0, steps: int, directions=None):
     v = jnp.atleast_2d(jnp.asarray(v0, m.dtype))
     if v.shape[-1] != m.shape[0]:
         raise ValueError(f"v0 must have shape (n, d={m.shape[0]}), got {v.shape}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    check_int("steps", steps, 0)
     p = jnp.eye(m.shape[0], dtype=m.dtype) if directions is None else jnp.asarray(directions)
     p = _check_directions(p, m.shape[0])
     return _power_iteration(m, v, int(steps), p.astype(m.dtype))

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from specdiff._checks import check_int
 from specdiff._schedule import Schedule
 from specdiff.samplers import log_alpha_sigma
 
@@ -189,17 +190,11 @@ def sample(
             f"unknown sampler {sampler!r}; allowed: specdiff.samplers.DDIM(eta) or "
             "specdiff.samplers.DDPM()"
         )
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_int("n", n)
     n = int(n)
     if batch_size is None:
         batch_size = n
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     if not (hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)):
         raise ValueError("key must be a typed key from jax.random.key(seed)")
     if not callable(denoiser):

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from specdiff._checks import check_choice, check_finite
+from specdiff._checks import check_choice, check_finite, check_int
 from specdiff._spectrum import Spectrum
 
 __all__ = [
@@ -131,8 +131,7 @@ def pca(samples, batch_size: int = 1024) -> PCAResult:
       >>> res.eigenvalues.shape, res.estimator
       ((4,), 'pca')
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     n, mean, scatter, shape = 0, None, None, None
     for k, batch in enumerate(_batches(samples, batch_size)):
         b = np.asarray(batch)
@@ -393,8 +392,7 @@ def synthetic_ata_matrix(
     A_ij = exp(−(t_i − t_j)² / (2·l²)), l = ``length_scale`` (A_ii = 1, no row or
     amplitude normalisation). Σ0 = AᵀA = A² (A is symmetric), float64.
     """
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
-        raise ValueError(f"d must be an integer >= 2, got {d!r}")
+    check_int("d", d, 2)
     if not length_scale > 0:
         raise ValueError(f"length_scale must be > 0, got {length_scale!r}")
     a = _gaussian_kernel(d, length_scale)
@@ -437,8 +435,7 @@ def power_law(
     The mean is ``mean`` in every eigen-direction (m_i = mean). α = 2 is the classic 1/f²
     of natural images along one frequency axis.
     """
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-        raise ValueError(f"d must be an integer >= 1, got {d!r}")
+    check_int("d", d)
     if not np.isfinite(alpha) or not scale > 0:
         raise ValueError(f"alpha must be finite and scale > 0, got {alpha!r}, {scale!r}")
     i = np.arange(1, d + 1, dtype=np.float64)
