@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import specdiff as sd
-from specdiff import _design as D
+from specdiff.design import optimise as D
 
 DDIM = sd.samplers.DDIM()
 

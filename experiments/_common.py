@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specdiff._io import atomic_write, write_json
+from specdiff.core.io import atomic_write, write_json
 
 
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:

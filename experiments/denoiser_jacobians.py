@@ -72,7 +72,7 @@ def _train_step(model, opt, x0, key, rho_table):
 
 
 def train_mlp(x_train, steps, key, width=256, batch=256, lr=2e-3):
-    from specdiff.denoisers import training_log_snr
+    from specdiff.nn.denoisers import training_log_snr
 
     d = int(np.prod(x_train.shape[1:]))
     model = MLPDenoiser(d, width, nnx.Rngs(int(jax.random.randint(key, (), 0, 2**30))))

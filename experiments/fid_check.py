@@ -3,7 +3,7 @@
     python -m experiments.fid_check                # full run (S ∈ {5, 10, 20, 50}, 3 seeds)
     python -m experiments.fid_check --quick        # CI smoke test (seconds per dataset)
 
-For each shipped denoiser (``specdiff/data/denoisers/*``) and each S, the schedules are
+For each shipped denoiser (``specdiff/nn/weights/denoisers/*``) and each S, the schedules are
 
 - ``spectral``: ``sd.design_schedule`` on the PCA spectrum of the dataset's training split,
   for the same sampler, W2 objective, endpoints free (the optimiser also places the first
@@ -37,7 +37,7 @@ HEURISTIC_NAMES = ("linear", "cosine", "edm", "log_snr_uniform")
 
 def _schedules(spec, steps: int, sampler):
     import specdiff as sd
-    from specdiff.schedules import ddpm_alphas_bar
+    from specdiff.design.heuristics import ddpm_alphas_bar
 
     ab = ddpm_alphas_bar()
     out = {
@@ -85,8 +85,8 @@ def _evaluate(x, ref, clf, key, kid_subsets):
 def run_dataset(name, args, key, sampler):
     import specdiff as sd
     from specdiff import datasets, metrics
-    from specdiff.denoisers import load_denoiser
-    from specdiff.sampling import sample
+    from specdiff.nn.denoisers import load_denoiser
+    from specdiff.nn.sampling import sample
 
     den = load_denoiser(name)
     try:
@@ -257,7 +257,7 @@ def _sample_grid(ds, examples, run):
 
 def main(argv=None) -> None:
     import specdiff as sd
-    from specdiff.denoisers import shipped_denoisers
+    from specdiff.nn.denoisers import shipped_denoisers
 
     p = parser("fid_check", __doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=None, help="default: every shipped denoiser")

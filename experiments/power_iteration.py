@@ -33,7 +33,7 @@ from specdiff import linear
 def cumulative_log_gains(lam, schedule, sampler):
     """(S+1, d) log H_k(λ) = Σ_{j≤k} log g_j(λ); row 0 is 0, row S includes the final x̂0."""
     rho = schedule.log_snr
-    st = sampler.step(rho[:-1], rho[1:], schedule.process)
+    st = sampler.mobius_step(rho[:-1], rho[1:], schedule.process)
     e = lambda v: jnp.exp(v)[:, None]  # noqa: E731
     g = (e(st.log_p) * lam + e(st.log_q)) / (e(st.log_r) * lam + e(st.log_t))
     la, ls = sd.samplers.log_alpha_sigma(rho, schedule.process)

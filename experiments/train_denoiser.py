@@ -6,13 +6,13 @@
 The training state is checkpointed with orbax in ``--workdir`` (default
 ``results/train_denoiser/<dataset>``); run the same command again after an interruption and
 it resumes from the newest checkpoint. At the end the EMA model is exported to ``--export``
-(default ``specdiff/data/denoisers/<dataset>``, the shipped location) together with
+(default ``specdiff/nn/weights/denoisers/<dataset>``, the shipped location) together with
 ``training.json`` and ``TRAINING.md`` (exact command, seed, steps, wall time, final loss).
 
     python -m experiments.train_denoiser --dataset digits --classifier
 
 trains the dataset's feature classifier for the FD-classifier/KID metrics instead
-(``specdiff.metrics``; exported to ``specdiff/data/classifiers/<dataset>``).
+(``specdiff.metrics``; exported to ``specdiff/nn/weights/classifiers/<dataset>``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 
 from experiments._common import fail, parser
-from specdiff._io import atomic_write, write_json
+from specdiff.core.io import atomic_write, write_json
 
 
 def main(argv=None) -> None:

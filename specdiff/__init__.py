@@ -1,9 +1,14 @@
 """specdiff: exact spectral analysis of diffusion samplers and design of noise schedules.
 
-Under a Gaussian data assumption a DDIM/DDPM sampler acts on each eigen-direction of the
+Under a Gaussian data assumption a diffusion sampler acts on each eigen-direction of the
 data covariance independently; specdiff computes that spectral transfer function, the exact
 generated distribution and its W2/KL distance to the data, and designs schedules that
 minimise it.
+
+The package is layered (each subpackage's ``__init__`` says what it may import):
+``core`` → ``samplers`` → ``design`` / ``data`` / ``nn`` / ``linear`` → ``cli``. This module
+is the public API; the submodules below are re-exported under their historical names and
+loaded on first use, so ``import specdiff`` does not import flax or orbax.
 
 Example:
   >>> import specdiff as sd
@@ -14,32 +19,52 @@ Example:
 
 __version__ = "0.1.0"
 
-from specdiff import (
-    datasets,
-    denoisers,
-    export,
-    linear,
-    metrics,
-    reference,
-    samplers,
-    sampling,
-    schedules,
-    spectra,
-    spiked,
-)
-from specdiff._design import (
+import importlib
+
+from specdiff import samplers
+from specdiff.core.divergence import METRICS, divergence, divergence_terms
+from specdiff.core.engine import Moments, forward_marginals, output_moments, transfer_function
+from specdiff.core.io import load_schedule, load_spectrum, save_schedule, save_spectrum
+from specdiff.core.schedule import Schedule
+from specdiff.core.spectrum import Spectrum
+from specdiff.design.fit import FitResult, fit_family
+from specdiff.design.optimise import (
     DesignResult,
     PerEigenvalueResult,
     design_per_eigenvalue,
     design_schedule,
 )
-from specdiff._divergence import METRICS, divergence, divergence_terms
-from specdiff._engine import Moments, forward_marginals, output_moments, transfer_function
-from specdiff._fit import FitResult, fit_family
-from specdiff._io import load_schedule, load_spectrum, save_schedule, save_spectrum
-from specdiff._schedule import Schedule
-from specdiff._spectrum import Spectrum
-from specdiff.sampling import sample
+
+# Public submodules by their short names, imported on first attribute access.
+_SUBMODULES = {
+    "datasets": "specdiff.data.datasets",
+    "denoisers": "specdiff.nn.denoisers",
+    "export": "specdiff.design.export",
+    "linear": "specdiff.linear",
+    "metrics": "specdiff.nn.metrics",
+    "reference": "specdiff.core.reference",
+    "sampling": "specdiff.nn.sampling",
+    "schedules": "specdiff.design.heuristics",
+    "spectra": "specdiff.data.spectra",
+    "spiked": "specdiff.linear.spiked",
+}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        module = importlib.import_module(_SUBMODULES[name])
+        globals()[name] = module
+        return module
+    if name == "sample":
+        from specdiff.nn.sampling import sample
+
+        return sample
+    raise AttributeError(f"module 'specdiff' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES) | {"sample"})
+
 
 __all__ = [
     "METRICS",

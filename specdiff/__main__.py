@@ -2,7 +2,7 @@
 
 import sys
 
-from specdiff.cli import main
+from specdiff.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,335 @@
+"""Closed-form spectral transfer functions and output moments (SPEC §3–4).
+
+For a schedule with levels L_0 … L_{S−1} (the final step to clean data implicit), step k
+maps the centred state per eigenvalue as y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
+
+    H(λ)        = ∏_k g_k(λ)
+    E[y_S]      = H·E[y_0]
+    Var[y_S]    = H²·Var[y_0] + Σ_k σ_k²·∏_{j>k} g_j²
+
+Everything is evaluated in log space over a (steps × eigenvalues) array: one fused pass,
+no loop over steps or eigenvalues, no underflow for large S, and finite gradients with
+respect to the log-SNR levels everywhere inside the domain. The final step (to clean)
+has σ = 0 and is kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from specdiff.core.checks import cumsum
+from specdiff.core.schedule import Schedule, log_alpha_sigma
+from specdiff.core.spectrum import Spectrum
+from specdiff.core.steps import step_loop
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Moments:
+    """Per-eigenvalue Gaussian moments of the generated distribution.
+
+    Attributes:
+      mean: (d,) output mean in the eigenbasis (uncentred, compare with ``spectrum.mean``).
+      var: (d,) output variance (compare with the eigenvalues).
+      trajectory_mean: (S+1, d) or None; row 0 is the start distribution, row k the state
+        after step k (at level L_k; row S is the output).
+      trajectory_var: (S+1, d) or None, likewise.
+    """
+
+    mean: jax.Array
+    var: jax.Array
+    trajectory_mean: jax.Array | None = None
+    trajectory_var: jax.Array | None = None
+
+
+def _check_args(spectrum, schedule, sampler):
+    if not isinstance(spectrum, Spectrum):
+        raise ValueError(f"spectrum must be a specdiff.Spectrum, got {type(spectrum).__name__}")
+    _check_schedule_sampler(schedule, sampler)
+
+
+def _check_schedule_sampler(schedule, sampler):
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a specdiff.Schedule, got {type(schedule).__name__}")
+    if not (hasattr(sampler, "affine") and hasattr(sampler, "step")):
+        raise ValueError(
+            f"unknown sampler {sampler!r}; allowed: a specdiff.samplers object, e.g. "
+            "specdiff.samplers.DDIM(eta) or specdiff.samplers.from_name('heun')"
+        )
+
+
+def _mobius(sampler) -> bool:
+    """DDIM/DDPM: the closed-form scalar path (products of Möbius gains)."""
+    return getattr(sampler, "mobius", False)
+
+
+def _as_eigenvalues(eigenvalues):
+    if isinstance(eigenvalues, Spectrum):
+        return eigenvalues.eigenvalues
+    return Spectrum(eigenvalues).eigenvalues
+
+
+# Steps multiplied together before one log is taken. Each inner gain lies between its
+# λ → 0 and λ → ∞ limits c_k/σ_k and α_{k+1}/α_k, whose products over any run of steps
+# telescope, so a chunk's product stays far inside the float32 range.
+_CHUNK = 32
+
+
+def _chunked(x, fill):
+    """(n, …) → (⌈n/_CHUNK⌉, _CHUNK, …), padded with ``fill`` (steps with gain 1)."""
+    n = x.shape[0]
+    pad = (-n) % _CHUNK
+    x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)], 0)
+    return x.reshape((-1, _CHUNK) + x.shape[1:])
+
+
+@jax.custom_vjp
+def _sum_log_mobius(lam, log_p, log_q, log_r, log_t):
+    """Σ_k log((p_k λ + q_k)/(r_k λ + t_k)) for each λ, with p_k … t_k > 0.
+
+    Forward: products of ``_CHUNK`` gains, then one log per chunk (no log per element).
+    Backward: the derivatives are sums over λ of 1/(p λ + q) and 1/(r λ + t) against the
+    cotangent, i.e. two (steps × d) @ (d × 2) matrix products.
+    """
+    if lam.shape[-1] <= 16:  # few eigenvalues (per-eigenvalue problems): one log per step
+        p, q, r, t = (jnp.exp(v)[:, None] for v in (log_p, log_q, log_r, log_t))
+        return jnp.sum(jnp.log((p * lam + q) / (r * lam + t)), axis=0)
+    p, q, r, t = (jnp.exp(_chunked(v, 0.0))[..., None] for v in (log_p, log_q, log_r, log_t))
+    g = (p * lam + q) / (r * lam + t)  # (chunks, _CHUNK, d)
+    return jnp.sum(jnp.log(jnp.prod(g, axis=1)), axis=0)
+
+
+def _sum_log_mobius_fwd(lam, log_p, log_q, log_r, log_t):
+    return _sum_log_mobius(lam, log_p, log_q, log_r, log_t), (lam, log_p, log_q, log_r, log_t)
+
+
+def _sum_log_mobius_bwd(res, ct):
+    lam, log_p, log_q, log_r, log_t = res
+    p, q, r, t = (jnp.exp(v) for v in (log_p, log_q, log_r, log_t))
+    inv_num = 1.0 / (p[:, None] * lam + q[:, None])  # (S, d)
+    inv_den = 1.0 / (r[:, None] * lam + t[:, None])
+    if lam.shape[-1] > 16:  # matrix products (BLAS) over the eigenvalue axis
+        w = jnp.stack([ct * lam, ct], axis=1)  # (d, 2)
+        a, b = inv_num @ w, inv_den @ w
+        d_lam = ct * (p @ inv_num - r @ inv_den)
+    else:  # few eigenvalues (per-eigenvalue problems under vmap): plain fused sums
+        a = jnp.stack([inv_num @ (ct * lam), inv_num @ ct], axis=1)
+        b = jnp.stack([inv_den @ (ct * lam), inv_den @ ct], axis=1)
+        d_lam = ct * jnp.sum(p[:, None] * inv_num - r[:, None] * inv_den, axis=0)
+    return d_lam, p * a[:, 0], q * a[:, 1], -r * b[:, 0], -t * b[:, 1]
+
+
+_sum_log_mobius.defvjp(_sum_log_mobius_fwd, _sum_log_mobius_bwd)
+
+
+def _inner_steps(lam, schedule: Schedule, sampler):
+    """The sampler's steps between noisy levels, the final-step gain and start moments.
+
+    Returns (step: LinearStep over S−1 steps, log_g_final (d,), log_var0 (), log_alpha0 ()).
+    """
+    rho = schedule.log_snr
+    dtype = jnp.result_type(rho.dtype, lam.dtype)
+    rho, lam = rho.astype(dtype), lam.astype(dtype)
+    la, ls = log_alpha_sigma(rho, schedule.process)
+    st = sampler.steps_along(rho, schedule.process)
+    # Final step to clean: x̂0, g = α λ / (α² λ + σ²); log λ = −inf at λ = 0 gives H = 0.
+    log_g_final = la[-1] + jnp.log(lam) - jnp.log(jnp.exp(2 * la[-1]) * lam + jnp.exp(2 * ls[-1]))
+    # Start: VP and flow from N(0, 1); VE from N(0, σ_0²). Always E[y_0] = −α_0·m.
+    log_var0 = 2 * ls[0] if schedule.process == "ve" else jnp.zeros((), dtype)
+    return st, log_g_final, log_var0, la[0]
+
+
+def _log_gain_matrix(lam, st):
+    """log g_k(λ) for every inner step and eigenvalue, shape (S−1, d)."""
+    e = lambda v: jnp.exp(v)[:, None]  # noqa: E731  (per-step scalar, broadcast over λ)
+    return jnp.log((e(st.log_p) * lam + e(st.log_q)) / (e(st.log_r) * lam + e(st.log_t)))
+
+
+def _log_output(lam, schedule, sampler):
+    """(log H, log Var[y_S], log α_0) per eigenvalue."""
+    st, log_gf, log_var0, log_a0 = _inner_steps(lam, schedule, sampler)
+    lam = lam.astype(log_gf.dtype)
+    total = _sum_log_mobius(lam, st.log_p, st.log_q, st.log_r, st.log_t)
+    log_v = 2 * total + log_var0  # variance reaching the final step, noise-free part
+    if not sampler.deterministic and st.log_p.shape[0] > 0:
+        two = 2 * _log_gain_matrix(lam, st)
+        suffix = cumsum(two, axis=0, reverse=True) - two  # Σ_{j>k} 2 log g_j
+        noise = jax.nn.logsumexp(st.log_noise_var[:, None] + suffix, axis=0)
+        log_v = jnp.logaddexp(log_v, noise)
+    return total + log_gf, 2 * log_gf + log_v, log_a0
+
+
+@functools.partial(jax.jit, static_argnames=("sampler",))
+def _transfer(lam, schedule, sampler):
+    if not _mobius(sampler):
+        return _affine_moments(lam, jnp.zeros_like(lam), schedule, sampler, False)[0]
+    return jnp.exp(_log_output(lam, schedule, sampler)[0])
+
+
+def transfer_function(eigenvalues, schedule: Schedule, sampler) -> jax.Array:
+    """The spectral transfer function H(λ) = ∏_k g_k(λ) of a sampler on a schedule.
+
+    Args:
+      eigenvalues: (d,) array of λ ≥ 0 (or a ``Spectrum``).
+      schedule: the ``Schedule`` (S levels).
+      sampler: ``samplers.DDIM(eta)`` or ``samplers.DDPM()``.
+
+    Returns:
+      (d,) array H(λ): the output's centred mean is H·E[y_0].
+
+    Example:
+      >>> import specdiff as sd
+      >>> sch = sd.schedules.cosine(10)
+      >>> H = sd.transfer_function([0.0, 1.0], sch, sd.samplers.DDIM())
+      >>> float(H[0])
+      0.0
+    """
+    _check_schedule_sampler(schedule, sampler)
+    return _transfer(_as_eigenvalues(eigenvalues), schedule, sampler)
+
+
+def _alpha_trajectory(schedule):
+    la, _ = log_alpha_sigma(schedule.log_snr, schedule.process)
+    return jnp.concatenate([jnp.exp(la), jnp.ones((1,), la.dtype)])  # clean: α = 1
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "trajectory"))
+def _moments(spectrum, schedule, sampler, trajectory):
+    lam, m = spectrum.eigenvalues, spectrum.mean
+    if not _mobius(sampler):
+        _, mean, var, traj = _affine_moments(lam, m, schedule, sampler, trajectory)
+        if traj is None:
+            return Moments(mean=mean, var=var)
+        return Moments(mean=mean, var=var, trajectory_mean=traj[0], trajectory_var=traj[1])
+    log_h, log_var, log_a0 = _log_output(lam, schedule, sampler)
+    ey0 = -jnp.exp(log_a0) * m
+    mean = m + jnp.exp(log_h) * ey0
+    var = jnp.exp(log_var)
+    if not trajectory:
+        return Moments(mean=mean, var=var)
+    # Trajectory: the linear recurrence y_k = g_k y_{k−1} + σ_k z composed with an
+    # associative scan over (gain, noise) pairs: (g1, n1) then (g2, n2) = (g1 g2, g2² n1 + n2).
+    st, log_gf, log_var0, _ = _inner_steps(lam, schedule, sampler)
+    log_g = _log_gain_matrix(lam.astype(log_gf.dtype), st)
+    gains = jnp.exp(jnp.concatenate([log_g, log_gf[None]], 0))
+    nvar = jnp.concatenate([jnp.exp(st.log_noise_var), jnp.zeros((1,), log_gf.dtype)])
+    nvar = jnp.broadcast_to(nvar[:, None], gains.shape)
+
+    def compose(a, b):
+        return a[0] * b[0], b[0] ** 2 * a[1] + b[1]
+
+    cum_g, cum_n = jax.lax.associative_scan(compose, (gains, nvar), axis=0)
+    var0 = jnp.exp(log_var0) * jnp.ones_like(lam)
+    traj_var = jnp.concatenate([var0[None], cum_g**2 * var0 + cum_n], 0)
+    traj_ey = jnp.concatenate([ey0[None], cum_g * ey0], 0)
+    alpha = _alpha_trajectory(schedule)
+    traj_mean = alpha[:, None] * m + traj_ey
+    traj_mean = traj_mean.at[0].set(jnp.zeros_like(m))  # the start is N(0, Var0)
+    return Moments(mean=mean, var=var, trajectory_mean=traj_mean, trajectory_var=traj_var)
+
+
+def output_moments(
+    spectrum: Spectrum, schedule: Schedule, sampler, trajectory: bool = False
+) -> Moments:
+    """Exact per-eigenvalue mean and variance of the generated distribution (SPEC §4).
+
+    Args:
+      spectrum: the data ``Spectrum`` (eigenvalues and mean in the eigenbasis).
+      schedule: the ``Schedule``; S levels, noisiest first.
+      sampler: ``samplers.DDIM(eta)`` or ``samplers.DDPM()``.
+      trajectory: also return the moments after every step, shape (S+1, d).
+
+    Returns:
+      ``Moments`` with ``mean`` and ``var`` of shape (d,).
+
+    Example:
+      >>> import specdiff as sd
+      >>> spec = sd.Spectrum([4.0, 1.0, 0.25])
+      >>> mom = sd.output_moments(spec, sd.schedules.cosine(50), sd.samplers.DDIM())
+      >>> mom.var.shape
+      (3,)
+    """
+    _check_args(spectrum, schedule, sampler)
+    return _moments(spectrum.anonymous(), schedule, sampler, bool(trajectory))
+
+
+def forward_marginals(spectrum: Spectrum, schedule: Schedule) -> Moments:
+    """True forward marginals N(α_k m, α_k² λ + σ_k²) at every level, clean data last.
+
+    ``trajectory_mean``/``trajectory_var`` have shape (S+1, d), aligned with the rows of
+    ``output_moments(..., trajectory=True)``; ``mean``/``var`` are the data moments.
+    """
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a specdiff.Schedule, got {type(schedule).__name__}")
+    lam, m = spectrum.eigenvalues, spectrum.mean
+    la, ls = log_alpha_sigma(schedule.log_snr, schedule.process)
+    a2 = jnp.concatenate([jnp.exp(2 * la), jnp.ones((1,), la.dtype)])
+    s2 = jnp.concatenate([jnp.exp(2 * ls), jnp.zeros((1,), ls.dtype)])
+    return Moments(
+        mean=m,
+        var=lam,
+        trajectory_mean=jnp.sqrt(a2)[:, None] * m,
+        trajectory_var=a2[:, None] * lam + s2[:, None],
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Any sampler: the affine maps of its steps, composed (SPEC §11)
+# --------------------------------------------------------------------------------------
+
+
+def start_variance(schedule: Schedule):
+    """Var of the start state in σ coordinates (SPEC §11): VE σ_0², VP 1 + σ_0², flow (1 + σ_0)²."""
+    sigma0 = schedule.sigma[0]
+    if schedule.process == "ve":
+        return sigma0**2
+    if schedule.process == "vp":
+        return 1.0 + sigma0**2
+    return (1.0 + sigma0) ** 2
+
+
+def sigmas_with_zero(schedule: Schedule, dtype=None):
+    """The (S+1,) σ grid a k-diffusion sampler loop receives: σ_0 … σ_{S−1}, 0."""
+    s = schedule.sigma if dtype is None else jnp.asarray(schedule.sigma, dtype)
+    return jnp.concatenate([s, jnp.zeros((1,), s.dtype)])
+
+
+def _affine_moments(lam, m, schedule, sampler, trajectory: bool):
+    """Centred moments by composing the steps' affine maps over the schedule.
+
+    The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates. Carried:
+    the mean of s (``e``), the response of s to the start noise (``h``, so H = h[0]) and the
+    covariance of s (``p``): e' = A e, h' = A h, p' = A p Aᵀ + B Bᵀ.
+    """
+    dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
+    lam, m = lam.astype(dtype), m.astype(dtype)
+    sig = sigmas_with_zero(schedule, dtype)
+    n = sampler.state_size
+    d = lam.shape[0]
+    e0 = jnp.zeros((d, n), dtype).at[:, 0].set(-m)
+    h0 = jnp.zeros((d, n), dtype).at[:, 0].set(1.0)
+    p0 = jnp.zeros((d, n, n), dtype).at[:, 0, 0].set(start_variance(schedule).astype(dtype))
+
+    def body(carry, i, *, order, last):
+        e, h, p = carry
+        a, b = sampler.affine(lam, sig, i, order=order, last=last)
+        e = jnp.einsum("dij,dj->di", a, e)
+        h = jnp.einsum("dij,dj->di", a, h)
+        p = jnp.einsum("dij,djk,dlk->dil", a, p, a) + jnp.einsum("dij,dkj->dik", b, b)
+        return e, h, p
+
+    out = step_loop(schedule.num_steps, sampler.history, body, (e0, h0, p0), collect=trajectory)
+    if not trajectory:
+        e, h, p = out
+        return h[:, 0], m + e[:, 0], p[:, 0, 0], None
+    (e, h, p), (es, _, ps) = out
+    traj_mean = jnp.concatenate([jnp.zeros((1, d), dtype), m + es[:, :, 0]], 0)
+    traj_var = jnp.concatenate([p0[None, :, 0, 0], ps[:, :, 0, 0]], 0)
+    # σ coordinates → the process's own (x_process = α·x_σ; α = 1 at the clean end).
+    la, _ = log_alpha_sigma(schedule.log_snr.astype(dtype), schedule.process)
+    alpha = jnp.concatenate([jnp.exp(la), jnp.ones((1,), dtype)])[:, None]
+    return h[:, 0], m + e[:, 0], p[:, 0, 0], (alpha * traj_mean, alpha**2 * traj_var)

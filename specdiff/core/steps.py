@@ -1,0 +1,56 @@
+"""The step loop every sampler shares, for exact analysis and real sampling alike (SPEC §11).
+
+Step i of an S-step run is called with a static ``order = min(i, warmup)`` (the number of
+valid history entries of a multistep sampler) and a static ``last = (i == S − 1)``. The
+warm-up steps (i < warmup) are unrolled, the steady steps warmup ≤ i < S − 1 run in one
+``lax.scan`` with a traced ``i``, and the last step is unrolled: one compiled body per
+distinct (order, last), whatever S is.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["step_loop"]
+
+
+def step_loop(num_steps: int, warmup: int, body, carry, *, collect: bool = False):
+    """Run ``carry = body(carry, i, order=…, last=…)`` for i = 0 … num_steps − 1.
+
+    Args:
+      num_steps: S (static).
+      warmup: steps whose ``order`` is below its steady value (a sampler's ``history``).
+      body: ``body(carry, i, *, order, last) -> carry``; ``i`` is an int or a traced int32.
+      carry: any pytree.
+      collect: also return the carry after every step, stacked along a new leading axis.
+
+    Returns:
+      The final carry, or (final carry, stacked carries) when ``collect``.
+    """
+    outs = []
+
+    def run(c, i, order, last):
+        c = body(c, i, order=order, last=last)
+        if collect:
+            outs.append(jax.tree.map(lambda a: a[None], c))
+        return c
+
+    head = min(warmup, num_steps)
+    for i in range(head):
+        carry = run(carry, i, i, i == num_steps - 1)
+    if num_steps - 1 > head:  # steady middle steps, one scan
+        middle = jnp.arange(head, num_steps - 1, dtype=jnp.int32)
+
+        def scan_body(c, i):
+            c = body(c, i, order=warmup, last=False)
+            return c, (c if collect else None)
+
+        carry, ys = jax.lax.scan(scan_body, carry, middle)
+        if collect:
+            outs.append(ys)
+    if num_steps - 1 >= head:
+        carry = run(carry, num_steps - 1, warmup, True)
+    if not collect:
+        return carry
+    return carry, jax.tree.map(lambda *a: jnp.concatenate(a, 0), *outs)
