@@ -2,7 +2,8 @@
 
 With d_i = (x_i − D(x_i; σ_i))/σ_i and p = min(i + 1, order):
 
-    x' = x + Σ_{j<p} c_j·d_{i−j},   c_j = ∫_{σ_i}^{σ_{i+1}} ∏_{k<p, k≠j} (τ − σ_{i−k})/(σ_{i−j} − σ_{i−k}) dτ
+    x' = x + Σ_{j<p} c_j·d_{i−j},
+    c_j = ∫_{σ_i}^{σ_{i+1}} ∏_{k<p, k≠j} (τ − σ_{i−k})/(σ_{i−j} − σ_{i−k}) dτ
 
 k-diffusion integrates the Lagrange basis with ``scipy.integrate.quad`` (epsrel 1e-4);
 here the integral is exact: τ = σ_i + u·(σ_{i+1} − σ_i) turns each basis polynomial into
