@@ -109,6 +109,12 @@ class Sampler:
         """Denoiser evaluations of an S-step run (k-diffusion's count)."""
         return self.evals * (steps - 1) + self.last_evals
 
+    def steps_for_nfe(self, nfe: int) -> int:
+        """The most steps S whose run costs at most ``nfe`` evaluations (equal-NFE comparisons)."""
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < self.nfe(1):
+            raise ValueError(f"nfe must be an integer >= {self.nfe(1)} for {self.name}, got {nfe!r}")
+        return max(1, (nfe - self.last_evals) // self.evals + 1)
+
     def to_dict(self) -> dict:
         return {"name": self.name, **dataclasses.asdict(self)}
 
