@@ -301,9 +301,10 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
 def _affine_moments(lam, m, schedule, sampler, trajectory: bool):
     """Centred moments by composing the steps' affine maps over the schedule.
 
-    The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates. Carried:
-    the mean of s (``e``), the response of s to the start noise (``h``, so H = h[0]) and the
-    covariance of s (``p``): e' = A e, h' = A h, p' = A p Aᵀ + B Bᵀ.
+    The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates. Carried: the
+    mean of s (``e``, (d, n)), its response to the start noise (``h``, so H = h[:, 0]) and
+    its covariance (``p``, (d, n, n)): e' = A e, h' = A h, p' = A p Aᵀ + B Bᵀ. (Batched
+    einsums over (d, n, n) measured faster on CPU than the same sums with d last.)
     """
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
@@ -319,7 +320,9 @@ def _affine_moments(lam, m, schedule, sampler, trajectory: bool):
         a, b = sampler.affine(lam, sig, i, order=order, last=last)
         e = jnp.einsum("dij,dj->di", a, e)
         h = jnp.einsum("dij,dj->di", a, h)
-        p = jnp.einsum("dij,djk,dlk->dil", a, p, a) + jnp.einsum("dij,dkj->dik", b, b)
+        p = jnp.einsum("dij,djk,dlk->dil", a, p, a)
+        if b.shape[-1]:
+            p = p + jnp.einsum("dij,dkj->dik", b, b)
         return e, h, p
 
     out = step_loop(schedule.num_steps, sampler.history, body, (e0, h0, p0), collect=trajectory)
