@@ -10,9 +10,9 @@ A sampler is a frozen dataclass (hashable: a static argument under ``jit``) whos
   γ = λ/(λ + σ²) per eigenvalue, so one step is linear in the centred state s = (y, hist)
   and the fresh noise z: s' = A·s + B·z. ``affine`` obtains A and B from ``step`` itself,
   by running it on the linear denoiser with unit states and unit noises; no second,
-  hand-derived copy of a sampler exists. (The centred form needs no constant term: every step's weights on x and
-  the denoised values sum to one, so the mean m passes through; the Monte-Carlo tests, run
-  with m ≠ 0, check it.)
+  hand-derived copy of a sampler exists. (The centred form needs no constant term: every
+  step's weights on x and the denoised values sum to one, so the mean m passes through;
+  the Monte-Carlo tests, run with m ≠ 0, check it.)
 
 The step's signature is ``step(denoise, x, hist, z, sigmas, i, *, order, last)``:
 
