@@ -102,6 +102,8 @@ def spectrum_options() -> argparse.ArgumentParser:
 
 
 def _sampler_group(p: argparse.ArgumentParser, several: bool) -> None:
+    from specdiff.samplers import SAMPLERS
+
     g = p.add_argument_group(
         "sampler (k-diffusion names and parameters; a parameter the sampler does not take "
         "is an error)"
@@ -111,8 +113,7 @@ def _sampler_group(p: argparse.ArgumentParser, several: bool) -> None:
         type=name_list,
         default=None,
         metavar="NAMES" if several else "NAME",
-        help="ddim (default), ddpm, euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral, "
-        "dpmpp_2s_ancestral, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde or lms"
+        help=f"{', '.join(SAMPLERS)} (default: a schedule file's, else ddim)"
         + ("; a comma list compares several" if several else ""),
     )
     g.add_argument("--eta", type=float, help="noise of ddim / ancestral / SDE steps (0: none)")
@@ -120,7 +121,9 @@ def _sampler_group(p: argparse.ArgumentParser, several: bool) -> None:
     g.add_argument("--s-churn", type=float, help="Karras churn (euler, heun, dpm_2; default 0)")
     g.add_argument("--s-tmin", type=float, help="lowest σ that is churned (default 0)")
     g.add_argument("--s-tmax", type=float, help="highest σ that is churned (default inf)")
-    g.add_argument("--solver-type", help="dpmpp_2m_sde: midpoint (default) or heun")
+    g.add_argument(
+        "--solver-type", metavar="midpoint|heun", help="dpmpp_2m_sde's second-order correction"
+    )
     g.add_argument("--order", type=int, help="lms: order of the multistep (default 4)")
 
 
@@ -131,10 +134,13 @@ def model_options(metric: bool = True, several: bool = False) -> argparse.Argume
     g.add_argument(
         "--process",
         default=None,
+        metavar="vp|ve|flow",
         help="vp (default), ve or flow; for a schedule file, re-read its levels in this process",
     )
     if metric:
-        g.add_argument("--metric", default="w2", help="w2 (default), kl or reverse_kl")
+        g.add_argument(
+            "--metric", default="w2", metavar="w2|kl|reverse_kl", help="objective (default w2)"
+        )
     g.add_argument("--floor", type=positive_float, default=None, help="eigenvalue floor for KLs")
     g.add_argument(
         "--dtype",
