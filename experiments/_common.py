@@ -17,6 +17,11 @@ from specdiff.core.io import atomic_write, write_json
 
 
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The experiment's argument parser; also turns on the persistent compilation cache
+    (``SPECDIFF_CACHE_DIR``, see ``specdiff.core.compile_cache``)."""
+    from specdiff.core.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     p = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=doc)
     p.add_argument("--out", default=None, help="results folder (default results/<name>)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for jax.random.key")

@@ -20,7 +20,7 @@ import numpy as np
 import specdiff as sd
 from experiments._common import Run, markdown_table, parser
 
-SECTIONS = ("engine", "design")
+SECTIONS = ("engine", "samplers", "design")
 
 
 def median_time(fn, *args, reps: int = 20, min_time: float = 0.5) -> float:
@@ -118,6 +118,10 @@ def main(argv=None):
     rows = []
     if args.only in (None, "engine"):
         rows += bench_engine(args.quick)
+    if args.only in (None, "samplers"):
+        from experiments import _bench_samplers
+
+        rows += _bench_samplers.bench_samplers(args.quick, median_time, benchmark_spectrum)
     if args.only in (None, "design"):
         from experiments import _bench_design
 

@@ -86,6 +86,9 @@ def main(argv=None) -> int:
 
     import jax
 
+    from specdiff.core.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run loads its compiled code from disk
     previous = jax.config.jax_enable_x64
     try:
         if args.dtype == "float64" and not previous:

@@ -163,14 +163,14 @@ def _log_output(lam, schedule, sampler):
     return total + log_gf, 2 * log_gf + log_v, log_a0
 
 
-def _output(lam, m, schedule, sampler):
-    """(H, mean, var) of the output per eigenvalue (no trajectory)."""
+def _output(lam, m, schedule, sampler, transfer: bool = False):
+    """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``."""
     if not _mobius(sampler):
-        h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False)
-        return h, mean, var
+        h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer)
+        return (h,) if transfer else (mean, var)
     log_h, log_var, log_a0 = _log_output(lam, schedule, sampler)
     h = jnp.exp(log_h)
-    return h, m - h * jnp.exp(log_a0) * m, jnp.exp(log_var)
+    return (h,) if transfer else (m - h * jnp.exp(log_a0) * m, jnp.exp(log_var))
 
 
 # Elements of one (steps × eigenvalues × state²) temporary of a block: 2²⁰ float32 = 4 MiB.
@@ -183,7 +183,7 @@ def block_size(steps: int, state_size: int = 1) -> int:
     return int(min(16384, max(256, 1 << max(0, target.bit_length() - 1))))
 
 
-def _blocked_output(lam, m, schedule, sampler, block: int | None = None):
+def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfer=False):
     """``_output`` over blocks of eigenvalues (``lax.map`` of a rematerialised body).
 
     Only one block's (steps × block) temporaries are live at a time, in the forward pass
@@ -195,19 +195,19 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None):
     if block is None:
         block = block_size(schedule.num_steps, sampler.state_size)
     if d <= block:
-        return _output(lam, m, schedule, sampler)
+        return _output(lam, m, schedule, sampler, transfer)
     nb = -(-d // block)
     pad = nb * block - d
     lam_p = jnp.concatenate([lam, jnp.ones((pad,), lam.dtype)]).reshape(nb, block)
     m_p = jnp.concatenate([m, jnp.zeros((pad,), m.dtype)]).reshape(nb, block)
-    body = jax.checkpoint(lambda lm, sch: _output(lm[0], lm[1], sch, sampler))
+    body = jax.checkpoint(lambda lm, sch: _output(lm[0], lm[1], sch, sampler, transfer))
     out = jax.lax.map(lambda lm: body(lm, schedule), (lam_p, m_p))
     return tuple(o.reshape(-1)[:d] for o in out)
 
 
 @functools.partial(jax.jit, static_argnames=("sampler",))
 def _transfer(lam, schedule, sampler):
-    return _blocked_output(lam, jnp.zeros_like(lam), schedule, sampler)[0]
+    return _blocked_output(lam, jnp.zeros_like(lam), schedule, sampler, transfer=True)[0]
 
 
 def transfer_function(eigenvalues, schedule: Schedule, sampler) -> jax.Array:
@@ -241,7 +241,7 @@ def _alpha_trajectory(schedule):
 def _moments(spectrum, schedule, sampler, trajectory, block=None):
     lam, m = spectrum.eigenvalues, spectrum.mean
     if not trajectory:
-        _, mean, var = _blocked_output(lam, m, schedule, sampler, block)
+        mean, var = _blocked_output(lam, m, schedule, sampler, block)
         return Moments(mean=mean, var=var)
     if not _mobius(sampler):
         _, mean, var, traj = _affine_moments(lam, m, schedule, sampler, trajectory)
@@ -337,41 +337,49 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
     return jnp.concatenate([s, jnp.zeros((1,), s.dtype)])
 
 
-def _affine_moments(lam, m, schedule, sampler, trajectory: bool):
+def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer: bool = False):
     """Centred moments by composing the steps' affine maps over the schedule.
 
     The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates. Carried: the
-    mean of s (``e``, (d, n)), its response to the start noise (``h``, so H = h[:, 0]) and
-    its covariance (``p``, (d, n, n)): e' = A e, h' = A h, p' = A p Aᵀ + B Bᵀ. (Batched
-    einsums over (d, n, n) measured faster on CPU than the same sums with d last.)
+    mean of s (``e``, (d, n)) and its covariance (``p``, (d, n, n)): e' = A e,
+    p' = A p Aᵀ + B Bᵀ; with ``transfer`` only the response of s to the start noise
+    (``h`` with h_0 = e_0; H = h[:, 0]). Returns (H or None, mean, var, trajectory or None).
+    (Batched einsums over (d, n, n) measured faster on CPU than the same sums with d last.)
     """
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
     sig = sigmas_with_zero(schedule, dtype)
     n = sampler.state_size
     d = lam.shape[0]
+    if transfer:
+        h0 = jnp.zeros((d, n), dtype).at[:, 0].set(1.0)
+
+        def body_h(h, i, *, order, last):
+            a, _ = sampler.affine(lam, sig, i, order=order, last=last)
+            return jnp.einsum("dij,dj->di", a, h)
+
+        h = step_loop(schedule.num_steps, sampler.history, body_h, h0)
+        return h[:, 0], None, None, None
     e0 = jnp.zeros((d, n), dtype).at[:, 0].set(-m)
-    h0 = jnp.zeros((d, n), dtype).at[:, 0].set(1.0)
     p0 = jnp.zeros((d, n, n), dtype).at[:, 0, 0].set(start_variance(schedule).astype(dtype))
 
     def body(carry, i, *, order, last):
-        e, h, p = carry
+        e, p = carry
         a, b = sampler.affine(lam, sig, i, order=order, last=last)
         e = jnp.einsum("dij,dj->di", a, e)
-        h = jnp.einsum("dij,dj->di", a, h)
         p = jnp.einsum("dij,djk,dlk->dil", a, p, a)
         if b.shape[-1]:
             p = p + jnp.einsum("dij,dkj->dik", b, b)
-        return e, h, p
+        return e, p
 
-    out = step_loop(schedule.num_steps, sampler.history, body, (e0, h0, p0), collect=trajectory)
+    out = step_loop(schedule.num_steps, sampler.history, body, (e0, p0), collect=trajectory)
     if not trajectory:
-        e, h, p = out
-        return h[:, 0], m + e[:, 0], p[:, 0, 0], None
-    (e, h, p), (es, _, ps) = out
+        e, p = out
+        return None, m + e[:, 0], p[:, 0, 0], None
+    (e, p), (es, ps) = out
     traj_mean = jnp.concatenate([jnp.zeros((1, d), dtype), m + es[:, :, 0]], 0)
     traj_var = jnp.concatenate([p0[None, :, 0, 0], ps[:, :, 0, 0]], 0)
     # σ coordinates → the process's own (x_process = α·x_σ; α = 1 at the clean end).
     la, _ = log_alpha_sigma(schedule.log_snr.astype(dtype), schedule.process)
     alpha = jnp.concatenate([jnp.exp(la), jnp.ones((1,), dtype)])[:, None]
-    return h[:, 0], m + e[:, 0], p[:, 0, 0], (alpha * traj_mean, alpha**2 * traj_var)
+    return None, m + e[:, 0], p[:, 0, 0], (alpha * traj_mean, alpha**2 * traj_var)
