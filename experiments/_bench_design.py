@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import specdiff as sd
-from specdiff.design import optimise as D
+from specdiff.design import problem as D
 
 DDIM = sd.samplers.DDIM()
 

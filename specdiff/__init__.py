@@ -27,13 +27,10 @@ from specdiff.core.engine import Moments, forward_marginals, output_moments, tra
 from specdiff.core.io import load_schedule, load_spectrum, save_schedule, save_spectrum
 from specdiff.core.schedule import Schedule
 from specdiff.core.spectrum import Spectrum
+from specdiff.design.at_nfe import design_at_nfe
 from specdiff.design.fit import FitResult, fit_family
-from specdiff.design.optimise import (
-    DesignResult,
-    PerEigenvalueResult,
-    design_per_eigenvalue,
-    design_schedule,
-)
+from specdiff.design.optimise import DesignResult, design_schedule
+from specdiff.design.per_eigenvalue import PerEigenvalueResult, design_per_eigenvalue
 
 # Public submodules by their short names, imported on first attribute access.
 _SUBMODULES = {
@@ -76,6 +73,7 @@ __all__ = [
     "Spectrum",
     "datasets",
     "denoisers",
+    "design_at_nfe",
     "design_per_eigenvalue",
     "design_schedule",
     "divergence",

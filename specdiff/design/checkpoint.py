@@ -1,19 +1,24 @@
-"""Resumable long runs: orbax checkpoints of an optimiser state, keyed to the run's arguments.
+"""Resumable long runs: orbax checkpoints of optimiser states, keyed to the run's arguments.
 
-A run's folder holds ``run.json`` (the arguments that define the run) and orbax step
-folders. Rerunning with the same arguments restores the newest step and continues; a
-folder written by a run with other arguments is refused rather than silently mixed.
+Holds ``RunCheckpoint`` (one pytree state at integer steps, used by ``design_schedule``) and
+``PoolCheckpoint`` (the two tiers of a per-eigenvalue sweep: finished problems and the
+in-flight pool). A run's folder holds ``run.json`` (the arguments that define the run) and
+orbax step folders. Rerunning with the same arguments restores the newest step and
+continues; a folder written by a run with other arguments is refused rather than silently
+mixed.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-from specdiff.core.io import write_json
+from specdiff.core.io import atomic_write, read_npz, write_json
 
 
 class RunCheckpoint:
@@ -59,3 +64,44 @@ class RunCheckpoint:
 
     def close(self) -> None:
         self.manager.close()
+
+
+class PoolCheckpoint:
+    """Checkpoints of a per-eigenvalue sweep, in two tiers.
+
+    Finished problems are written to ``finished.npz`` (atomically) after every segment in
+    which one finished, so nothing finished is ever recomputed. The in-flight optimiser
+    states of the pool are saved with orbax every ``every`` seconds; on resume the slots
+    are restored from there, those whose problem has meanwhile finished are emptied, and
+    problems started after that save start again (every problem's iterates depend only on
+    its own start, so the result is the same).
+    """
+
+    def __init__(self, directory, run_args, every: float):
+        self.store = RunCheckpoint(directory, run_args)
+        self.path = self.store.dir / "finished.npz"
+        self.every = float(every)
+        self.last = time.perf_counter()
+        self.saves = self.store.latest_step() or 0
+
+    def restore_finished(self, out):
+        if not self.path.exists():
+            return out
+        got = read_npz(self.path, "checkpoint", tuple(out))
+        for k in out:
+            if got[k].shape != out[k].shape:
+                raise ValueError(f"checkpoint file {str(self.path)!r} does not match this run")
+        return {k: got[k].astype(out[k].dtype) for k in out}
+
+    def save_finished(self, out):
+        with atomic_write(self.path, "wb") as f:
+            np.savez(f, **out)
+
+    def maybe_save_pool(self, pool):
+        if time.perf_counter() - self.last >= self.every:
+            self.saves += 1
+            self.store.save(self.saves, pool)
+            self.last = time.perf_counter()
+
+    def close(self):
+        self.store.close()

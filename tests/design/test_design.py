@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import specdiff as sd
-from specdiff.design.optimise import log_snr_to_theta, theta_to_log_snr
+from specdiff.design.problem import log_snr_to_theta, theta_to_log_snr
 
 DDIM = sd.samplers.DDIM()
 
@@ -185,7 +185,7 @@ def test_design_resumes_from_checkpoint(tmp_path, monkeypatch):
 
 def _count_started(monkeypatch):
     """Count the problems the per-eigenvalue pool starts (slots refilled)."""
-    from specdiff.design import optimise as _design
+    from specdiff.design import pool as _design
 
     real = _design._pool_step
     count = [0]
@@ -209,12 +209,12 @@ PE_MEAN = np.array([0.1, -0.2, 0.05, 0.0, 0.3, -0.02, 0.1])
 def test_per_eigenvalue_resumes_losing_nothing_finished(tmp_path, monkeypatch):
     """Killed right after a finished problem was saved (no pool state saved yet): the
     rerun starts only the unfinished problems and gives the same result."""
-    monkeypatch.setattr("specdiff.design.optimise.POOL_SEGMENT_ITERS", 3)
+    monkeypatch.setattr("specdiff.design.pool.POOL_SEGMENT_ITERS", 3)
     run = lambda **kw: sd.design_per_eigenvalue(  # noqa: E731
         PE_LAM, 6, DDIM, mean=PE_MEAN, chunk_size=2, **kw
     )
     full = run()
-    from specdiff.design.optimise import _PoolCheckpoint
+    from specdiff.design.checkpoint import PoolCheckpoint as _PoolCheckpoint
 
     real = _PoolCheckpoint.save_finished
     calls = [0]
@@ -242,7 +242,7 @@ def test_per_eigenvalue_resumes_losing_nothing_finished(tmp_path, monkeypatch):
 def test_per_eigenvalue_resumes_in_flight_states(tmp_path, monkeypatch):
     """Pool states saved every segment: the rerun continues the problems in flight
     (their iteration counts carry on) instead of restarting them."""
-    monkeypatch.setattr("specdiff.design.optimise.POOL_SEGMENT_ITERS", 3)
+    monkeypatch.setattr("specdiff.design.pool.POOL_SEGMENT_ITERS", 3)
     run = lambda **kw: sd.design_per_eigenvalue(  # noqa: E731
         PE_LAM, 6, DDIM, mean=PE_MEAN, chunk_size=2, **kw
     )
@@ -294,3 +294,34 @@ def test_per_eigenvalue_rejects_bad_arguments():
     ):
         with pytest.raises(ValueError, match=msg):
             sd.design_per_eigenvalue(PE_LAM, 6, DDIM, **kw)
+
+
+def test_design_at_nfe_gives_each_sampler_its_steps():
+    """Equal NFE: heun (2 evaluations a step, 1 at the last) gets S = 5 of 9, dpmpp_2m
+    (1 a step) S = 9; each design is never worse than its own best heuristic."""
+    spec = sd.Spectrum(5.0 / np.arange(1, 9) ** 1.5, mean=0.05 * np.ones(8))
+    heun, dpm = sd.samplers.from_name("heun"), sd.samplers.from_name("dpmpp_2m")
+    res = sd.design_at_nfe(spec, 9, [heun, dpm], max_iter=50)
+    assert list(res) == ["heun", "dpmpp_2m"]
+    assert res["heun"].schedule.num_steps == 5 and heun.nfe(5) <= 9 < heun.nfe(6)
+    assert res["dpmpp_2m"].schedule.num_steps == 9 and dpm.nfe(9) == 9
+    for label, r in res.items():
+        assert r.loss <= r.best_heuristic[1] + 1e-12, label
+        again = sd.divergence(spec, sd.output_moments(spec, r.schedule, r.sampler), "w2")
+        np.testing.assert_allclose(r.loss, float(again), rtol=1e-10)
+
+
+def test_design_at_nfe_labels_and_bad_input():
+    from specdiff.design.at_nfe import sampler_labels as labels
+
+    assert labels([DDIM, sd.samplers.DDIM(eta=0.5)]) == ["ddim", "ddim(eta=0.5)"]
+    assert labels([DDIM, sd.samplers.DDPM()]) == ["ddim", "ddpm"]
+    spec = sd.Spectrum([1.0, 0.1])
+    with pytest.raises(ValueError, match="differ"):
+        sd.design_at_nfe(spec, 4, [DDIM, sd.samplers.DDIM()])
+    with pytest.raises(ValueError, match="nfe"):
+        sd.design_at_nfe(spec, 0, [DDIM])
+    with pytest.raises(ValueError, match="steps"):
+        sd.design_at_nfe(spec, 4, [DDIM], steps=3)
+    with pytest.raises(ValueError, match="at least one"):
+        sd.design_at_nfe(spec, 4, [])
