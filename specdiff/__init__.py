@@ -7,8 +7,9 @@ minimise it.
 
 The package is layered (each subpackage's ``__init__`` says what it may import):
 ``core`` → ``samplers`` → ``design`` / ``data`` / ``nn`` / ``linear`` → ``cli``. This module
-is the public API; the submodules below are re-exported under their historical names and
-loaded on first use, so ``import specdiff`` does not import flax or orbax.
+is the public API; the submodules below are re-exported under their historical names and,
+like the design functions, loaded on first use, so ``import specdiff`` imports neither
+flax, orbax nor optax.
 
 Example:
   >>> import specdiff as sd
@@ -27,10 +28,19 @@ from specdiff.core.engine import Moments, forward_marginals, output_moments, tra
 from specdiff.core.io import load_schedule, load_spectrum, save_schedule, save_spectrum
 from specdiff.core.schedule import Schedule
 from specdiff.core.spectrum import Spectrum
-from specdiff.design.at_nfe import design_at_nfe
-from specdiff.design.fit import FitResult, fit_family
-from specdiff.design.optimise import DesignResult, design_schedule
-from specdiff.design.per_eigenvalue import PerEigenvalueResult, design_per_eigenvalue
+
+# Names loaded on first use: the design layer imports optax (and absl, 0.2 s), which
+# analysis alone never needs.
+_LAZY_NAMES = {
+    "DesignResult": "specdiff.design.optimise",
+    "design_schedule": "specdiff.design.optimise",
+    "design_at_nfe": "specdiff.design.at_nfe",
+    "FitResult": "specdiff.design.fit",
+    "fit_family": "specdiff.design.fit",
+    "PerEigenvalueResult": "specdiff.design.per_eigenvalue",
+    "design_per_eigenvalue": "specdiff.design.per_eigenvalue",
+    "sample": "specdiff.nn.sampling",
+}
 
 # Public submodules by their short names, imported on first attribute access.
 _SUBMODULES = {
@@ -52,15 +62,15 @@ def __getattr__(name):
         module = importlib.import_module(_SUBMODULES[name])
         globals()[name] = module
         return module
-    if name == "sample":
-        from specdiff.nn.sampling import sample
-
-        return sample
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'specdiff' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_SUBMODULES) | {"sample"})
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_LAZY_NAMES))
 
 
 __all__ = [

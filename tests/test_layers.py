@@ -68,3 +68,16 @@ def test_the_check_catches_an_upward_import(tmp_path):
     bad = tmp_path / "x.py"
     bad.write_text("def f():\n    from specdiff.nn.denoisers import UNet\n")
     assert list(_imports(bad)) == [(2, "specdiff.nn.denoisers")]
+
+
+def test_import_specdiff_is_light():
+    """``import specdiff`` loads no network, checkpoint or optimiser library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, specdiff; "
+        "print(','.join(m for m in ('flax', 'orbax', 'optax', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,8 +1,10 @@
 """Networks: flax NNX denoisers, their training, real-network sampling and sample metrics.
 
-Holds ``denoisers`` (U-Net, exact Gaussian denoiser, training, shipped checkpoints under
-``weights/``), ``sampling`` (the samplers run on a network) and ``metrics`` (Fréchet
-distances, KID, the in-project classifiers). flax and orbax are imported here only.
+Holds ``unet`` (model config, the flax U-Net, init/apply), ``training`` (train config, the
+compiled train step, ``train``), ``denoisers`` (the public face: the exact Gaussian
+denoiser, save/load, shipped checkpoints under ``weights/``), ``sampling`` (every sampler
+run on a network through its own step), ``metrics`` (Fréchet distances, KID) and
+``classifier`` (the in-project feature classifiers). flax and orbax are imported here only.
 
 Imports: ``specdiff.core``, ``specdiff.samplers`` and ``specdiff.data``.
 """
