@@ -81,3 +81,28 @@ def test_import_specdiff_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
+LONG_MODULE_REASON = "Why this module is long:"
+
+
+def test_functions_and_modules_stay_short():
+    """No function over 60 lines; no module over 400 lines without a reason at its top."""
+    long_functions, long_modules = [], []
+    for path in sorted(ROOT.rglob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source)
+        name = str(path.relative_to(ROOT))
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            doc = ast.get_docstring(tree) or ""
+            if LONG_MODULE_REASON not in doc:
+                long_modules.append(name)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}::{node.name} ({n} lines)")
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+    assert not long_modules, f"modules over {MAX_MODULE_LINES} lines, no reason: {long_modules}"

@@ -144,8 +144,23 @@ def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label):
         if bar is not None:
             bar.update(int(np.max(np.asarray(state.it))) - bar.n)
     if bar is not None:
-        bar.close()
+        _finish_bar(bar, state, stop_total)
     return state
+
+
+def _finish_bar(bar, state, stop_total):
+    """End the bar at 100% with the reason: converged (iterations used) or the budget."""
+    it = int(np.max(np.asarray(state.it)))
+    converged = bool(np.all(np.asarray(state.done)))
+    if converged and it < stop_total:
+        bar.total = max(it, 1)  # converged early: this many iterations were the whole job
+        bar.set_postfix_str(f"converged after {it} iterations", refresh=False)
+    else:
+        bar.set_postfix_str(f"stopped at the {stop_total}-iteration budget", refresh=False)
+    bar.n = bar.total
+    bar.leave = True  # the finished line stays: how the design ended
+    bar.refresh()
+    bar.close()
 
 
 def design_schedule(
