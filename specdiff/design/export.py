@@ -19,6 +19,8 @@ import math
 import numpy as np
 
 from specdiff.core.checks import check_choice, check_int
+from specdiff.core.divergence import divergence
+from specdiff.core.engine import output_moments
 from specdiff.core.schedule import Schedule, ddpm_alphas_bar
 
 __all__ = [
@@ -280,9 +282,6 @@ def _quantised(schedule: Schedule, ac: np.ndarray) -> Schedule:
 
 
 def _divergences(spectrum, schedule, used, sampler, metric, floor) -> dict:
-    from specdiff.core.divergence import divergence
-    from specdiff.core.engine import output_moments
-
     def loss(s):
         return float(divergence(spectrum, output_moments(spectrum, s, sampler), metric, floor))
 
