@@ -7,9 +7,9 @@ import specdiff as sd
 from specdiff import schedules as S
 
 
-@pytest.mark.parametrize("name", sorted(S.HEURISTICS))
+@pytest.mark.parametrize("name", sorted({**S.HEURISTICS, **S.OTHER_HEURISTICS}))
 @pytest.mark.parametrize("steps", [1, 2, 10, 100])
-@pytest.mark.parametrize("process", ["vp", "ve"])
+@pytest.mark.parametrize("process", ["vp", "ve", "flow"])
 def test_every_heuristic_is_a_valid_schedule(name, steps, process):
     try:
         sch = S.heuristic(name, steps, process=process)
