@@ -155,11 +155,9 @@ TRANSFER = [
     ("dpm_2", {}),
     ("dpmpp_2m", {}),
     ("lms", {}),
-    ("dpmpp_2m_sde", {"eta": 0.0, "solver_type": "heun"}),
-    ("dpmpp_3m_sde", {"eta": 0.0}),
     ("heun", CHURN),  # stochastic: the coefficient of the start does not depend on the noise
     ("euler_ancestral", {}),
-    ("dpmpp_3m_sde", {}),
+    ("dpmpp_2m_sde", {"solver_type": "heun"}),
 ]
 # The closed-form path (DDIM/DDPM) reports H in the process's coordinates (SPEC §4,
 # H_VP = H_VE/√ᾱ_0); the generic path reports it in σ coordinates, a factor α_0 apart.
