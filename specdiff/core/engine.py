@@ -167,7 +167,10 @@ def _output(lam, m, schedule, sampler, transfer: bool = False):
     """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``."""
     if not _mobius(sampler):
         h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer)
-        return (h,) if transfer else (mean, var)
+        if transfer:  # H of the process's own coordinates (SPEC §4): y_0 = α_0·y_0^σ
+            la0, _ = log_alpha_sigma(schedule.log_snr[0].astype(h.dtype), schedule.process)
+            return (h * jnp.exp(-la0),)
+        return mean, var
     log_h, log_var, log_a0 = _log_output(lam, schedule, sampler)
     h = jnp.exp(log_h)
     return (h,) if transfer else (m - h * jnp.exp(log_a0) * m, jnp.exp(log_var))

@@ -11,7 +11,9 @@ As k-diffusion's ``get_ancestral_step``:
 
 On the last step σ' = 0, so σ_up = σ_down = 0 and the step is Euler to 0 (one evaluation).
 For η > 1, σ_down can reach 0 before the end; k-diffusion then takes an Euler step, and so
-do these (a traced branch with safe arguments, so gradients stay finite).
+do these (a traced branch with safe arguments, so gradients stay finite). After that Euler
+step ``euler_ancestral`` and ``dpmpp_2s_ancestral`` still add the noise σ_up·z, while
+``dpm_2_ancestral`` adds none (k-diffusion adds it inside its DPM-Solver-2 branch only).
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class DPM2Ancestral(_Ancestral):
             return x + d_2 * dt_2
 
         x = self.down_or_euler(dpm_solver_2, x, d, sigma, sigma_down, last)
+        if self.eta > 1:  # k-diffusion adds this noise in its DPM-Solver-2 branch only
+            sigma_up = jnp.where(sigma_down > 0, sigma_up, 0.0)
         return self.noise(x, z, sigma_up, last), hist
 
 

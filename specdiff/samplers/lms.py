@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import jax.numpy as jnp
 import numpy as np
 
 from specdiff.core.checks import check_int
@@ -32,7 +33,8 @@ def lms_coefficients(nodes, a, b):
     """
     p = len(nodes)
     u, w = np.polynomial.legendre.leggauss(max(1, (p + 1) // 2))
-    u, w = (u + 1) / 2, w / 2  # nodes and weights on [0, 1]
+    dtype = jnp.result_type(a, b, *nodes)  # keep float32 schedules float32
+    u, w = jnp.asarray((u + 1) / 2, dtype), jnp.asarray(w / 2, dtype)  # on [0, 1]
     h = b - a
     coeffs = []
     for j in range(p):

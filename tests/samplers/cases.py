@@ -32,7 +32,10 @@ VARIANTS = [
     ("euler_ancestral", ANCESTRAL),
     ("euler_ancestral", {"eta": 1.5}),
     ("dpm_2_ancestral", ANCESTRAL),
-    ("dpm_2_ancestral", {"eta": 1.2}),  # σ_down = 0 on some steps: the traced Euler branch
+    # σ_down = 0 on the steps with σ'/σ ≤ √(1 − 1/η²) = 0.30 (the traced Euler branch, no
+    # noise after it); at η = 1.2 every step of the Karras grid is one, and the output
+    # variance collapses to round-off (~1e-25), which no Monte-Carlo test can resolve.
+    ("dpm_2_ancestral", {"eta": 1.05}),
     ("dpmpp_2s_ancestral", ANCESTRAL),
     ("dpmpp_2s_ancestral", {"eta": 1.2}),
     ("dpmpp_2m_sde", {"solver_type": "heun"}),

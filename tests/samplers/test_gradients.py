@@ -79,17 +79,7 @@ def test_gradient_finite_float32(case, steps):
     assert np.isfinite(float(value)) and np.all(np.isfinite(grad)), (value, grad)
 
 
-LMS_FLOAT64 = pytest.mark.xfail(
-    strict=True,
-    reason="samplers/lms.py::lms_coefficients multiplies by float64 NumPy Gauss-Legendre "
-    "nodes and weights, so under x64 every LMS result is float64; see the sampler-tests report",
-)
-
-
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(c, id=case_id(c), marks=LMS_FLOAT64 if c[0] == "lms" else ()) for c in DEFAULTS],
-)
+@pytest.mark.parametrize("case", [pytest.param(c, id=case_id(c)) for c in DEFAULTS])
 def test_float32_is_preserved(case):
     """float32 in, float32 out, with x64 enabled (the same compiled call as above)."""
     process = one_process(case)

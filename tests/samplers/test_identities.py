@@ -159,13 +159,8 @@ TRANSFER = [
     ("euler_ancestral", {}),
     ("dpmpp_2m_sde", {"solver_type": "heun"}),
 ]
-# The closed-form path (DDIM/DDPM) reports H in the process's coordinates (SPEC §4,
-# H_VP = H_VE/√ᾱ_0); the generic path reports it in σ coordinates, a factor α_0 apart.
-CONVENTION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="engine: generic-path transfer_function is in σ coordinates, not the process's "
-    "(missing division by α_0 in core/engine.py::_transfer); see the sampler-tests report",
-)
+# H is reported in the process's own coordinates (SPEC §4, H_VP = H_VE/√ᾱ_0) by both the
+# closed-form path (DDIM/DDPM) and the composed affine maps (every other sampler).
 
 
 def transfer_params():
@@ -173,9 +168,7 @@ def transfer_params():
     for process in ("vp", "flow"):
         params.append(pytest.param(("ddim", {}), process, id=f"ddim-{process}"))
         for c in (("euler", {}), ("dpmpp_2m", {})):
-            params.append(
-                pytest.param(c, process, id=f"{case_id(c)}-{process}", marks=CONVENTION_BUG)
-            )
+            params.append(pytest.param(c, process, id=f"{case_id(c)}-{process}"))
     return params
 
 

@@ -40,11 +40,6 @@ def test_sigma_down_zero_adds_noise(name):
     np.testing.assert_allclose(a, 0.5 * x / 2.0, rtol=1e-12)  # Euler to 0 = D(x; σ)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="samplers/ancestral.py DPM2Ancestral.step adds noise where k-diffusion does not; "
-    "see the sampler-tests report",
-)
 def test_dpm_2_ancestral_sigma_down_zero_adds_no_noise():
     """``sample_dpm_2_ancestral`` adds the noise inside its DPM-Solver-2 branch only: when
     σ_down = 0 it takes the Euler step x + d·(0 − σ) = D(x; σ) and adds nothing."""
