@@ -46,32 +46,64 @@ def _interpolation_report(args, schedule, target, record, sampler) -> dict:
     }
 
 
-def _diffusers_payload(args, target, source) -> dict:
+def _given_spectrum(args):
+    """The spectrum options' spectrum when any was given (for the quantisation report)."""
+    if args.dataset is None and args.spectrum is None and args.synthetic is None:
+        return None
+    return c.load_spectrum(args)
+
+
+def _diffusers_payload(args, target, source, sampler) -> dict:
+    """The diffusers scheduler and config that run ``sampler`` on ``target``.
+
+    A sampler with no diffusers twin (e.g. dpm_2, or churn) gets the arrays alone and a
+    note on stderr saying why and where it does run (k-diffusion).
+    """
     from specdiff.design import export
 
-    d = export.to_diffusers(
-        target,
-        num_train_steps=args.num_train_steps,
-        beta_start=args.beta_start,
-        beta_end=args.beta_end,
-    )
+    train = {
+        "num_train_steps": args.num_train_steps,
+        "beta_start": args.beta_start,
+        "beta_end": args.beta_end,
+        "beta_schedule": args.beta_schedule,
+    }
+    c.choice("beta schedule", args.beta_schedule, export.BETA_SCHEDULES)
+    try:
+        spec = _given_spectrum(args)
+        d = export.to_diffusers(
+            target, sampler, spectrum=spec, metric=args.metric, floor=args.floor, **train
+        )
+    except ValueError as e:
+        if "diffusers" not in str(e):
+            raise
+        print(f"note: {e}; writing the sigmas/timesteps arrays only", file=sys.stderr)
+        d = export.to_diffusers(target, **train)
+    for note in d.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    keep = (
+        "scheduler", "config", "method", "set_timesteps", "override", "step_kwargs", "exact",
+        "sigmas_used", "levels_used", "start_std", "init_noise_sigma", "notes", "divergence",
+    )  # fmt: skip
     return {
-        "format": "specdiff.diffusers/1",
+        "format": "specdiff.diffusers/2",
         "source": source,
         "steps": target.num_steps,
+        "sampler": sampler.to_dict(),
+        **{k: d[k] for k in keep if k in d},
         "sigmas": d["sigmas"],
         "timesteps": d["timesteps"],
         "alphas_cumprod": d["alphas_cumprod"],
         "max_log_snr_error": d["max_log_snr_error"],
         "timesteps_distinct": d["timesteps_distinct"],
         "train_schedule": {
-            "beta_schedule": "linear",
+            "beta_schedule": args.beta_schedule,
             "num_train_timesteps": args.num_train_steps,
             "beta_start": args.beta_start,
             "beta_end": args.beta_end,
         },
-        "usage": "EulerDiscreteScheduler: scheduler.set_timesteps(sigmas=sigmas); "
-        "DDPMScheduler: scheduler.set_timesteps(timesteps=timesteps); see docs/exports.md",
+        "usage": "getattr(diffusers, scheduler)(**config), then "
+        "scheduler.set_timesteps(**set_timesteps) (and the override, if any); "
+        "see docs/exports.md",
     }
 
 
@@ -80,14 +112,16 @@ def _payload(args, target, source, sampler, report) -> dict:
     from specdiff.design import export
 
     if args.format == "diffusers":
-        payload = _diffusers_payload(args, target, source)
+        payload = _diffusers_payload(args, target, source, sampler)
     elif args.format == "k-diffusion":
+        kd = export.to_k_diffusion(target, sampler)
         payload = {
-            "format": "specdiff.k-diffusion/1",
+            "format": "specdiff.k-diffusion/2",
             "source": source,
             "steps": target.num_steps,
-            "sigmas": export.to_k_diffusion(target),
-            "usage": "k_diffusion.sampling.sample_euler(model, x * sigmas[0], sigmas)",
+            **kd,
+            "usage": f"k_diffusion.sampling.{kd['sampler']}(model, x, sigmas, **kwargs) "
+            "with x as in 'start'",
         }
     else:
         payload = schedule_record(

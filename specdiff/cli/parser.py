@@ -244,6 +244,11 @@ def add_export(sub, parents) -> None:
     p.add_argument("--num-train-steps", type=positive_int, default=1000, help="T (diffusers)")
     p.add_argument("--beta-start", type=float, default=1e-4, help="first β of the training")
     p.add_argument("--beta-end", type=float, default=0.02, help="last β of the training")
+    p.add_argument(
+        "--beta-schedule",
+        default="linear",
+        help="the model's training β schedule: linear (DDPM) or scaled_linear (Stable Diffusion)",
+    )
     p.set_defaults(command="export")
 
 

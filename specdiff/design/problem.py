@@ -9,13 +9,18 @@ through it, ``per_eigenvalue.design_per_eigenvalue`` a vmapped pool of them.
 Parameterisation (monotone by construction, well conditioned in float32): the levels are
 log-SNRs ρ_0 < … < ρ_{S−1} built from unconstrained θ as
 
-    free:         ρ_0 = θ_0,  ρ_k = ρ_0 + Σ_{1≤j≤k} (softplus(θ_j) + δ)
+    free:         ρ_0 = ρ_floor + softplus(θ_0 − ρ_floor),
+                  ρ_k = ρ_0 + Σ_{1≤j≤k} (softplus(θ_j) + δ)
     first fixed:  ρ_0 = ρ_first, then increments as above
     last fixed:   ρ_{S−1} = ρ_last, increments counted backwards
     both fixed:   ρ_k = ρ_first + (ρ_last − ρ_first)·Σ_{j≤k} w_j,  w = (1 − nε)·softmax(θ) + ε
 
 with δ = 1e-4 (ε = δ/(ρ_last − ρ_first)) a floor on each increment so that levels stay
-distinct after rounding to float32. ᾱ = sigmoid(ρ) is never formed inside the loop: the
+distinct after rounding to float32, and ρ_floor = −30 (σ_0 ≤ 3.3·10⁶, ᾱ_0 ≥ 9·10⁻¹⁴) a
+smooth floor on a free first level. Without it a VP design whose start mismatch vanishes
+as ᾱ_0 → 0 (DPM-Solver++ on a VP start) drove ρ_0 to −693: σ_0 = 3.6·10¹⁵⁰, which a
+float32 evaluation or any tool receiving the σ's turns into inf and NaN. Below ρ_floor
+the start's mismatch is already under 10⁻¹³·λ. ᾱ = sigmoid(ρ) is never formed inside the loop: the
 engine works in log-SNR throughout, so ᾱ → 0 and ᾱ → 1 are as well conditioned as ᾱ = ½.
 
 The optimiser (optax L-BFGS with zoom line search, L-BFGS with the parallel line search,
@@ -84,6 +89,10 @@ def _n_params(steps: int, mode: str) -> int:
     return steps if mode == "free" else steps - 1
 
 
+# A smooth lower bound on a free first log-SNR (see the module docstring).
+RHO_FLOOR = -30.0
+
+
 def theta_to_log_snr(theta, ends, steps: int, mode: str):
     """Map unconstrained parameters to a strictly increasing log-SNR grid (see module doc)."""
     if mode == "both":
@@ -97,7 +106,7 @@ def theta_to_log_snr(theta, ends, steps: int, mode: str):
     if mode == "last":
         back = cumsum(inc, reverse=True)
         return jnp.concatenate([ends[1] - back, ends[1:]])
-    start = theta[:1] if mode == "free" else ends[:1]
+    start = RHO_FLOOR + jax.nn.softplus(theta[:1] - RHO_FLOOR) if mode == "free" else ends[:1]
     return jnp.concatenate([start, start + cumsum(inc)])
 
 
@@ -115,7 +124,9 @@ def log_snr_to_theta(rho, ends, mode: str):
         w = jnp.diff(rho) / span
         return jnp.log(jnp.maximum((w - eps) / (1 - n * eps), 1e-12))
     inc = _softplus_inv(jnp.diff(rho) - MIN_INCREMENT)
-    return jnp.concatenate([rho[:1], inc]) if mode == "free" else inc
+    if mode != "free":
+        return inc
+    return jnp.concatenate([RHO_FLOOR + _softplus_inv(rho[:1] - RHO_FLOOR), inc])
 
 
 # --------------------------------------------------------------------------- objective
