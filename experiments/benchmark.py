@@ -20,7 +20,7 @@ import numpy as np
 import specdiff as sd
 from experiments._common import Run, markdown_table, parser
 
-SECTIONS = ("engine", "samplers", "design")
+SECTIONS = ("engine", "samplers", "memory", "design")
 
 
 def median_time(fn, *args, reps: int = 20, min_time: float = 0.5) -> float:
@@ -122,6 +122,10 @@ def main(argv=None):
         from experiments import _bench_samplers
 
         rows += _bench_samplers.bench_samplers(args.quick, median_time, benchmark_spectrum)
+    if args.only in (None, "memory"):
+        from experiments import _bench_memory
+
+        rows += _bench_memory.bench_memory(args.quick, median_time, benchmark_spectrum)
     if args.only in (None, "design"):
         from experiments import _bench_design
 
