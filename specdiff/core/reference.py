@@ -1,7 +1,7 @@
 """Slow, obviously-correct references for the closed-form engine (SPEC §7).
 
 Nothing here uses the eigen-decomposition, log-SNR or the log-space products of
-``specdiff._engine``: the steps are written straight from SPEC §2–3 in the schedule's own
+``specdiff.core.engine``: the steps are written straight from SPEC §2–3 in the schedule's own
 units (ᾱ for VP, σ for VE), with the matrix MMSE denoiser of a full covariance Σ0.
 
 - ``propagate`` carries the mean vector and covariance matrix through every step
