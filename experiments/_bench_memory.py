@@ -15,7 +15,7 @@ import specdiff as sd
 from specdiff.core.engine import _moments, block_size
 
 CASES = ((49152, 1000, "ddim"), (49152, 1000, "ddpm"), (49152, 100, "heun"), (786432, 1000, "ddim"))
-QUICK = ((8192, 100, "ddim"), (8192, 100, "dpmpp_2m"))
+QUICK = ((32768, 100, "ddim"), (16384, 100, "dpmpp_2m"))  # several blocks each
 
 
 def _compiled(spec, rho, sampler, block):

@@ -402,16 +402,26 @@ def to_diffusers(
     out = _legacy(schedule, ac)
     if sampler is None:
         return out
+    train = (num_train_steps, beta_start, beta_end, beta_schedule, alphas_cumprod)
+    plan, used = _scheduler_plan(schedule, sampler, ac, train, out)
+    out.update(plan)
+    if spectrum is not None:
+        out["divergence"] = _divergences(spectrum, schedule, used, sampler, metric, floor)
+    return out
+
+
+def _scheduler_plan(schedule, sampler, ac, train, legacy) -> dict:
+    """The sampler-specific part of ``to_diffusers`` (scheduler, config, levels, start) and
+    the schedule the scheduler really runs."""
     record = _check_sampler(sampler)
     cls, method, cfg, step_kwargs = _plan(schedule, record)
     if cls == "FlowMatchEulerDiscreteScheduler":
         config = {"num_train_timesteps": int(ac.size), **cfg}
     else:
-        train = _train_config(num_train_steps, beta_start, beta_end, beta_schedule, alphas_cumprod)
-        config = {**train, **cfg}
+        config = {**_train_config(*train), **cfg}
     used = _quantised(schedule, ac) if method == "timesteps" else schedule
     sig_used = _sigmas(used)
-    setts, override, notes = _levels_for(cls, method, schedule, sig_used, ac, out)
+    setts, override, notes = _levels_for(cls, method, schedule, sig_used, ac, legacy)
     start = _start(used, cls, config)
     if not math.isclose(start["start_std"], start["init_noise_sigma"], rel_tol=1e-6):
         notes.append(
@@ -419,7 +429,7 @@ def to_diffusers(
             f"initial noise by start_std = {start['start_std']:.6g}, not by the scheduler's "
             f"init_noise_sigma = {start['init_noise_sigma']:.6g}"
         )
-    out.update(
+    plan = dict(
         sampler=record,
         scheduler=cls,
         config=config,
@@ -427,15 +437,13 @@ def to_diffusers(
         set_timesteps=setts,
         override=override,
         step_kwargs=step_kwargs,
-        exact=method != "timesteps" or out["max_log_snr_error"] < 1e-9,
+        exact=method != "timesteps" or legacy["max_log_snr_error"] < 1e-9,
         sigmas_used=sig_used,
         levels_used=np.asarray(used.levels, np.float64),
         notes=notes,
         **start,
     )
-    if spectrum is not None:
-        out["divergence"] = _divergences(spectrum, schedule, used, sampler, metric, floor)
-    return out
+    return plan, used
 
 
 def interpolate(schedule: Schedule, steps: int) -> Schedule:

@@ -128,7 +128,11 @@ def test_diffusers_runs_the_exported_sampler_exactly(
     np.testing.assert_allclose(mean, mom.mean, rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(var, mom.var, rtol=2e-5)
     if exp["scheduler"] not in ("DPMSolverMultistepScheduler", "FlowMatchEulerDiscreteScheduler"):
-        np.testing.assert_allclose(h, sd.transfer_function(LAM, used, sampler), rtol=2e-5)
+        # diffusers' start is in σ coordinates; H is in the process's own (SPEC §4):
+        # x_σ = x_process/α_0, so the response to a unit σ-coordinate start is α_0·H.
+        alpha0 = np.exp(float(sd.samplers.log_alpha_sigma(used.log_snr[0], used.process)[0]))
+        h_sigma = alpha0 * np.asarray(sd.transfer_function(LAM, used, sampler))
+        np.testing.assert_allclose(h, h_sigma, rtol=2e-5)
     w2 = float(sd.divergence(spec, mom, "w2"))
     np.testing.assert_allclose(exp["divergence"]["used"], w2, rtol=1e-9)
     assert exp["exact"] == (method != "timesteps")
