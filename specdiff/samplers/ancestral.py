@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from specdiff.samplers.base import Sampler, check_eta, check_s_noise, safe_sqrt
+from specdiff.samplers.base import Stochastic, safe_sqrt
 
 __all__ = ["DPM2Ancestral", "DPMPP2SAncestral", "EulerAncestral", "ancestral_step"]
 
@@ -40,18 +40,7 @@ def ancestral_step(sigma_from, sigma_to, eta: float):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Ancestral(Sampler):
-    eta: float = 1.0
-    s_noise: float = 1.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "eta", check_eta(self.eta))
-        object.__setattr__(self, "s_noise", check_s_noise(self.s_noise))
-
-    @property
-    def noise_dim(self) -> int:
-        return 1 if self.eta > 0 else 0
-
+class _Ancestral(Stochastic):
     def noise(self, x, z, sigma_up, last):
         """k-diffusion's ``if sigmas[i + 1] > 0: x = x + noise * s_noise * sigma_up``."""
         if last or not self.eta:

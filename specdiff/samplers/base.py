@@ -37,7 +37,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Sampler", "check_eta", "check_s_noise", "check_churn", "safe_sqrt"]
+__all__ = ["Sampler", "Stochastic", "check_eta", "check_s_noise", "check_churn", "safe_sqrt"]
 
 
 def _number(name, value):
@@ -160,3 +160,20 @@ class Sampler:
         """
         a, b = self.affine_columns(lam, sigmas, i, order=order, last=last)
         return jnp.moveaxis(a, -1, 0), jnp.moveaxis(b, -1, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stochastic(Sampler):
+    """Base of k-diffusion's ancestral and SDE samplers: ``eta`` (0: deterministic, one
+    fresh normal per step otherwise) and ``s_noise`` (scale of that normal)."""
+
+    eta: float = 1.0
+    s_noise: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "eta", check_eta(self.eta))
+        object.__setattr__(self, "s_noise", check_s_noise(self.s_noise))
+
+    @property
+    def noise_dim(self) -> int:
+        return 1 if self.eta > 0 else 0

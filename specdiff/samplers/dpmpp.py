@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from specdiff.samplers.base import Sampler, check_eta, check_s_noise
+from specdiff.samplers.base import Sampler, Stochastic
 
 __all__ = ["DPMPP2M", "DPMPP2MSDE", "DPMPP3MSDE"]
 
@@ -58,18 +58,7 @@ class DPMPP2M(Sampler):
 
 
 @dataclasses.dataclass(frozen=True)
-class _SDE(Sampler):
-    eta: float = 1.0
-    s_noise: float = 1.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "eta", check_eta(self.eta))
-        object.__setattr__(self, "s_noise", check_s_noise(self.s_noise))
-
-    @property
-    def noise_dim(self) -> int:
-        return 1 if self.eta > 0 else 0
-
+class _SDE(Stochastic):
     def noise(self, x, z, sigma_next, h):
         if not self.eta:
             return x
