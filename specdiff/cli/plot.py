@@ -1,115 +1,118 @@
-"""Figures for ``specdiff plot`` (matplotlib, Agg, no pyplot state).
+"""``specdiff plot``: schedules, |H(λ)| and loss-vs-S figures as PNG files.
 
-Each function takes plain arrays and returns a ``matplotlib.figure.Figure``; the command
-line renders them to PNG bytes and writes the files only once every figure is made.
+The figures themselves are drawn by ``specdiff.cli.figures``; every figure is rendered
+before the first file is written.
 """
 
 from __future__ import annotations
 
-import io
+from pathlib import Path
 
 import numpy as np
 
-
-def _figure(ncols: int = 1, width: float = 6.0, height: float = 4.2):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, axes
+from specdiff.cli import common as c
+from specdiff.cli import figures
 
 
-def _style(name: str) -> dict:
-    """The designed schedule(s) in thick black lines, heuristics thin and coloured."""
-    if name.startswith("spectral") or name.endswith(".json"):
-        return {"lw": 2.2, "zorder": 3}
-    return {"lw": 1.0, "alpha": 0.85}
+def _check(args):
+    """(out_dir, heuristic names) after checking the flags."""
+    from specdiff.design import heuristics as schedules
+
+    c.check_metric(args)
+    c.check_process(args, default=None)
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise c.UsageError(f"--out-dir {str(out_dir)!r} exists and is not a directory")
+    if args.heuristics.strip() == "all":
+        return out_dir, list(schedules.HEURISTICS)
+    names = [h for h in args.heuristics.split(",") if h.strip()]
+    for h in names:
+        c.choice("heuristic", h, tuple(schedules.HEURISTICS))
+    return out_dir, names
 
 
-def schedules_figure(schedules: dict) -> object:
-    """Log-SNR ρ and ᾱ against the step, one line per schedule.
+def _schedules(args, loaded, spec, sampler, heur_names) -> dict:
+    """The schedules to draw: the files (else one designed at --steps), then heuristics."""
+    from specdiff.design import heuristics as schedules
 
-    Args:
-      schedules: name → ``Schedule`` (levels noisiest first).
-
-    Returns:
-      A two-panel figure; the x-axis is the step k when every schedule has the same S,
-      otherwise the normalised position k/(S − 1).
-    """
-    fig, (a, b) = _figure(2)
-    sizes = {s.num_steps for s in schedules.values()}
-    same = len(sizes) == 1
-    for name, sch in schedules.items():
-        rho = np.asarray(sch.log_snr, np.float64)
-        S = rho.size
-        x = np.arange(S) if same else np.arange(S) / max(S - 1, 1)
-        ab = 1.0 / (1.0 + np.exp(-rho))
-        a.plot(x, rho, ".-", label=name, **_style(name))
-        b.plot(x, ab, ".-", label=name, **_style(name))
-    xlabel = "step k (noisiest first)" if same else "position k/(S − 1)"
-    a.set(xlabel=xlabel, ylabel="log-SNR ρ = log(ᾱ/(1 − ᾱ))", title="schedules in log-SNR")
-    b.set(xlabel=xlabel, ylabel="ᾱ", title="schedules in ᾱ (signal level)")
-    a.legend(fontsize=7)
-    return fig
+    if loaded:
+        named = dict(loaded)
+        S = next(iter(loaded.values())).num_steps
+    else:
+        S = args.steps
+        named = {"spectral": c.design(spec, S, sampler, args).schedule}
+    all_heur = schedules.heuristics(S, args.process)
+    named.update({h: all_heur[h] for h in heur_names if h in all_heur})
+    return named
 
 
-def transfer_figure(lam_grid, curves: dict, eigenvalues, sampler_name: str) -> object:
-    """|H(λ)| against λ (log-log), one curve per schedule, the data eigenvalues as ticks.
+def _transfer(spec, named, sampler):
+    """|H(λ)| of each schedule on a λ grid a decade beyond the spectrum on each side."""
+    import specdiff as sd
 
-    Args:
-      lam_grid: (n,) positive λ at which the curves are given.
-      curves: name → (n,) H(λ) values.
-      eigenvalues: the data eigenvalues (zeros are not drawn).
-      sampler_name: for the title.
-    """
-    fig, (ax,) = _figure(1, 6.5, 4.5)
-    lam_grid = np.asarray(lam_grid, np.float64)
-    for name, h in curves.items():
-        ax.loglog(lam_grid, np.abs(np.asarray(h, np.float64)), label=name, **_style(name))
-    ev = np.asarray(eigenvalues, np.float64)
-    ev = ev[ev > 0]
-    if ev.size:
-        ax.plot(
-            ev, np.full(ev.shape, 0.02), "|", color="k", ms=10, transform=ax.get_xaxis_transform()
-        )
-    ax.set(
-        xlabel="eigenvalue λ (ticks: the data's eigenvalues)",
-        ylabel="|H(λ)|",
-        title=f"spectral transfer function, {sampler_name}",
-    )
-    ax.legend(fontsize=7)
-    return fig
+    ev = np.asarray(spec.eigenvalues, np.float64)
+    pos = ev[ev > 0]
+    lo, hi = (np.log10(pos.min()) - 1, np.log10(pos.max()) + 1) if pos.size else (-4.0, 2.0)
+    grid = np.logspace(lo, hi, 200)
+    curves = {n: np.asarray(sd.transfer_function(grid, s, sampler)) for n, s in named.items()}
+    return figures.transfer_figure(grid, curves, ev, c.sampler_label(sampler))
 
 
-def loss_figure(curves: dict, metric_label: str, points: dict | None = None) -> object:
-    """Loss against the number of steps S (log-log).
+def _loss_curves(args, spec, sampler, heur_names, loaded):
+    """(figure, data) of the loss against S: designed, heuristics, and the files as points."""
+    from specdiff.design import heuristics as schedules
 
-    Args:
-      curves: name → (steps, losses); non-finite losses are skipped.
-      metric_label: y-axis label (e.g. "W2").
-      points: optional name → (S, loss) drawn as single markers (given schedule files).
-    """
-    fig, (ax,) = _figure(1, 6.5, 4.5)
-    for name, (steps, losses) in curves.items():
-        s = np.asarray(steps, np.float64)
-        v = np.asarray([np.nan if x is None else x for x in losses], np.float64)
-        ok = np.isfinite(v) & (v > 0)
-        if ok.any():
-            ax.loglog(
-                s[ok], v[ok], "o-" if name == "spectral" else ".-", label=name, **_style(name)
-            )
-    for name, (S, loss) in (points or {}).items():
-        if loss is not None and np.isfinite(loss) and loss > 0:
-            ax.loglog([S], [loss], "*", ms=12, label=name)
-    ax.set(xlabel="S (sampler steps)", ylabel=metric_label, title=f"{metric_label} vs steps")
-    ax.legend(fontsize=7)
-    return fig
+    def loss(sch):
+        return c.loss(spec, sch, sampler, args.metric, args.floor)
+
+    steps_list = list(args.loss_steps)
+    curves = {"spectral": (steps_list, [])}
+    curves.update({h: ([], []) for h in heur_names})
+    for S in steps_list:
+        curves["spectral"][1].append(c.design(spec, S, sampler, args).loss)
+        hs = schedules.heuristics(S, args.process)
+        for h in heur_names:
+            if h in hs:
+                curves[h][0].append(S)
+                curves[h][1].append(loss(hs[h]))
+    points = {n: (s.num_steps, loss(s)) for n, s in loaded.items()}
+    fig = figures.loss_figure(curves, c.METRIC_LABELS[args.metric], points)
+    data = {
+        "metric": args.metric,
+        "curves": {n: {"steps": s, "values": v} for n, (s, v) in curves.items()},
+        "schedules": {n: {"steps": p[0], "value": p[1]} for n, p in points.items()},
+    }
+    return fig, data
 
 
-def to_png(fig, dpi: int = 110) -> bytes:
-    """The figure as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+def cmd_plot(args) -> int:
+    """``specdiff plot``: schedules, |H(λ)| and loss-vs-S figures as PNG files."""
+    out_dir, heur_names = _check(args)
+    loaded, records = {}, []
+    for path in args.schedules:
+        sch, rec = c.load_schedule(path)
+        loaded[Path(path).name] = sch
+        records.append(rec)
+    sampler = c.one_sampler(args, records[0] if records else None)
+    spec = c.load_spectrum(args)
+    first = next(iter(loaded.values()), None)
+    args.process = args.process or (first.process if first is not None else "vp")
+
+    named = _schedules(args, loaded, spec, sampler, heur_names)
+    figs = {"schedules.png": figures.schedules_figure(named)}
+    figs["transfer.png"] = _transfer(spec, named, sampler)
+    loss_data = None
+    if not args.no_loss_curve:
+        figs["loss_vs_steps.png"], loss_data = _loss_curves(args, spec, sampler, heur_names, loaded)
+    pngs = {name: figures.to_png(fig) for name, fig in figs.items()}  # all made, then written
+    written = []
+    for name, data in pngs.items():
+        c.write_bytes(out_dir / name, data)
+        written.append(str(out_dir / name))
+    if args.json:
+        doc = {"files": written, "spectrum": c.spectrum_info(spec), "sampler": sampler.to_dict()}
+        print(c.dumps({**doc, "schedules": list(named), "loss": loss_data}))
+    else:
+        for p in written:
+            print(f"wrote {p}")
+    return 0

@@ -98,7 +98,11 @@ def _levels_float64(schedule: Schedule) -> np.ndarray:
         return lv
     except ValueError:
         rho = np.asarray(schedule.log_snr, dtype=np.float64)
-        return 1 / (1 + np.exp(-rho)) if schedule.process == "vp" else np.exp(-0.5 * rho)
+        if schedule.process == "vp":  # ᾱ = sigmoid(ρ)
+            return 1 / (1 + np.exp(-rho))
+        if schedule.process == "flow":  # t = sigmoid(−ρ/2)
+            return 1 / (1 + np.exp(0.5 * rho))
+        return np.exp(-0.5 * rho)  # σ
 
 
 def schedule_record(

@@ -8,11 +8,11 @@ A sampler is a frozen dataclass (hashable: a static argument under ``jit``) whos
 - real sampling (``specdiff.sampling``): ``denoise`` is a network, ``x`` a batch;
 - exact analysis: under Gaussian data ``D(x; σ) − m = γ(σ)·(x − m)`` with
   γ = λ/(λ + σ²) per eigenvalue, so one step is linear in the centred state s = (y, hist)
-  and the fresh noise z: s' = A·s + B·z. ``affine`` obtains A and B from ``step`` itself
-  with ``jax.jacfwd`` on the scalar linear denoiser; no second, hand-derived copy of a
-  sampler exists. (The centred form needs no constant term: every step's weights on x and
-  the denoised values sum to one, so the mean m passes through; the Monte-Carlo tests, run
-  with m ≠ 0, check it.)
+  and the fresh noise z: s' = A·s + B·z. ``affine`` obtains A and B from ``step`` itself,
+  by running it on the linear denoiser with unit states and unit noises; no second,
+  hand-derived copy of a sampler exists. (The centred form needs no constant term: every
+  step's weights on x and the denoised values sum to one, so the mean m passes through;
+  the Monte-Carlo tests, run with m ≠ 0, check it.)
 
 The step's signature is ``step(denoise, x, hist, z, sigmas, i, *, order, last)``:
 
@@ -112,7 +112,9 @@ class Sampler:
     def steps_for_nfe(self, nfe: int) -> int:
         """The most steps S whose run costs at most ``nfe`` evaluations (equal-NFE comparisons)."""
         if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < self.nfe(1):
-            raise ValueError(f"nfe must be an integer >= {self.nfe(1)} for {self.name}, got {nfe!r}")
+            raise ValueError(
+                f"nfe must be an integer >= {self.nfe(1)} for {self.name}, got {nfe!r}"
+            )
         return max(1, (nfe - self.last_evals) // self.evals + 1)
 
     def to_dict(self) -> dict:
@@ -120,6 +122,30 @@ class Sampler:
 
     def step(self, denoise, x, hist, z, sigmas, i, *, order: int, last: bool):
         raise NotImplementedError
+
+    def affine_columns(self, lam, sigmas, i, *, order: int, last: bool):
+        """(A, B) of step i, eigenvalues last: A (n, n, d), B (n, noise_dim, d).
+
+        The step is linear in (state, noise) once D(x; σ) = γ(σ)·x, so its columns are the
+        step applied to the unit states e_c (z = 0) and to the unit noises e_k (state 0):
+        n + noise_dim evaluations of ``step`` on (d,)-vectors, batched in one ``vmap``.
+        """
+        n, q = self.state_size, self.noise_dim
+        dtype = jnp.result_type(lam.dtype, sigmas.dtype)
+        lam = lam.astype(dtype)
+
+        def denoise(x, sigma):
+            return lam / (lam + sigma**2) * x
+
+        def apply(unit):  # unit: (n + q,) one-hot over (state components, noises)
+            s = [jnp.broadcast_to(unit[c], lam.shape) for c in range(n)]
+            z = tuple(jnp.broadcast_to(unit[n + k], lam.shape) for k in range(q))
+            x, hist = self.step(denoise, s[0], tuple(s[1:]), z, sigmas, i, order=order, last=last)
+            return jnp.stack([x, *hist])  # (n, d)
+
+        cols = jax.vmap(apply)(jnp.eye(n + q, dtype=dtype))  # (n + q, n, d)
+        cols = jnp.swapaxes(cols, 0, 1)  # (n, n + q, d): column c of [A | B]
+        return cols[:, :n], cols[:, n:]
 
     def affine(self, lam, sigmas, i, *, order: int, last: bool):
         """(A, B) of step i for each eigenvalue, in centred coordinates (SPEC §11).
@@ -132,18 +158,5 @@ class Sampler:
           A: (d, n, n) with n = ``state_size``; B: (d, n, noise_dim). The centred state
           s = (y, hist) maps as s' = A·s + B·z.
         """
-        n, q = self.state_size, self.noise_dim
-        dtype = jnp.result_type(lam.dtype, sigmas.dtype)
-
-        def one(s, z, lam_):
-            def denoise(x, sigma):
-                return lam_ / (lam_ + sigma**2) * x
-
-            x, hist = self.step(
-                denoise, s[0], tuple(s[1:]), tuple(z), sigmas, i, order=order, last=last
-            )
-            return jnp.stack([x, *hist]) if hist else x[None]
-
-        jac = jax.jacfwd(one, argnums=(0, 1))
-        s0, z0 = jnp.zeros((n,), dtype), jnp.zeros((q,), dtype)
-        return jax.vmap(jac, in_axes=(None, None, 0))(s0, z0, lam.astype(dtype))
+        a, b = self.affine_columns(lam, sigmas, i, order=order, last=last)
+        return jnp.moveaxis(a, -1, 0), jnp.moveaxis(b, -1, 0)

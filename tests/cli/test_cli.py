@@ -200,7 +200,7 @@ def bad_files(tmp_path):
 BAD = {
     "steps0": (["design", "--steps", "0"], "steps must be an integer >= 1"),
     "steps_neg": (["design", "--steps", "-3"], "steps must be an integer >= 1"),
-    "sampler": (["design", "--sampler", "heun"], "unknown sampler 'heun'"),
+    "sampler": (["design", "--sampler", "magic"], "unknown sampler 'magic'"),
     "metric": (["design", "--metric", "fid"], "unknown metric 'fid'"),
     "dataset": (["design", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     "no_eigenvalues": (["design", "--spectrum", "NO_EIG"], "no 'eigenvalues'"),
@@ -234,7 +234,7 @@ def test_bad_input_one_line_exit_2_nothing_overwritten(case, bad_files, tmp_path
         (["evaluate", "NON_MONOTONE"], "strictly increasing"),
         (["evaluate", "missing.json"], "does not exist"),
         (["compare", "--steps", "5,0"], "steps must be an integer >= 1"),
-        (["compare", "--sampler", "euler"], "unknown sampler 'euler'"),
+        (["compare", "--sampler", "magic"], "unknown sampler 'magic'"),
         (["plot", "NON_MONOTONE", "--out-dir", "figs"], "strictly increasing"),
         (["plot", "--heuristics", "cosine,magic", "--out-dir", "figs"], "unknown heuristic"),
         ([], "give a command"),
