@@ -168,6 +168,8 @@ def tables(results: dict, nfes) -> str:
                         bw["value"],
                         bw["name"],
                         c["gain_w2"],
+                        f"{c['designed']['iterations']}"
+                        + ("" if c["designed"]["converged"] else "*"),
                         c["designed"]["kl"],
                         bk["value"],
                         bk["name"],
@@ -182,13 +184,16 @@ def tables(results: dict, nfes) -> str:
         "W2 best heur.",
         "(which)",
         "gain",
+        "iters",
         "KL designed",
         "KL best heur.",
         "(which)",
     ]
     return (
         "W2 gain = W2(best heuristic) / W2(designed), per sampler and NFE, over the spectra "
-        f"{', '.join(names)}.\n\n" + summary + "\n" + markdown_table(head, full)
+        f"{', '.join(names)}.\n\n" + summary + "\nPer cell (iters: design iterations, * = "
+        "stopped at --max-iter before the convergence test was met):\n\n"
+        + markdown_table(head, full)
     )
 
 
