@@ -179,6 +179,7 @@ def run_dataset(name, args, key, samplers):
                 per[sname] = {m: _mean_std([v[m] for v in vals]) for m in METRICS}
                 per[sname] |= {"gaussian_w2": w2, "steps": steps, "per_seed": vals}
             res["steps"][nfe] = per
+            jax.clear_caches()  # long runs otherwise exhaust the memory maps of compiled code
         out[sampler.name] = res
     return out, (show, examples, test[:8])
 

@@ -45,6 +45,7 @@ def test_sampler_comparison_quick_runs_and_resumes(tmp_path, capsys):
     sampler_comparison.main(["--quick", "--out", str(tmp_path)])
     assert "(reused)" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()} == stamps
+    assert res["spectra"]["synthetic_ata"]["ode_floor_w2"] > 0
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["spectra"] == res["spectra"] and again["cells_reused"] == 3
 
@@ -53,3 +54,16 @@ def test_sampler_comparison_rejects_unknown_names(tmp_path):
     with pytest.raises(SystemExit) as e:
         sampler_comparison.main(["--samplers", "nope", "--out", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_ode_floor_is_the_limit_of_many_ddim_steps():
+    """The start-mismatch floor equals the W2 of DDIM (a first-order ODE solver) from the same
+    VP start at σ_0 in the limit of many steps (8000 log-SNR-uniform steps: within 1%)."""
+    rng = np.random.default_rng(0)
+    spec = sd.Spectrum(np.exp(rng.normal(size=8)), rng.normal(size=8))
+    a0 = sampler_comparison.ALPHA_BAR_FIRST
+    sch = sd.Schedule.from_log_snr(np.linspace(np.log(a0 / (1 - a0)), 30.0, 8000), "vp")
+    w2 = float(sd.divergence(spec, sd.output_moments(spec, sch, sd.samplers.DDIM()), "w2"))
+    floor = sampler_comparison.ode_floor(spec, sampler_comparison.SIGMA0)
+    assert floor == pytest.approx(w2, rel=1e-2)
+    assert sampler_comparison.SIGMA0 == pytest.approx(float(sch.sigma[0]), rel=1e-9)
