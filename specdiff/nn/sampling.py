@@ -1,19 +1,28 @@
-"""Time-domain sampling: DDIM/DDPM with any ``Schedule`` on any denoiser (SPEC §3).
+"""Time-domain sampling: any sampler, any ``Schedule``, any ε-prediction denoiser (SPEC §11).
 
 A denoiser is anything called as ``denoiser(x, log_snr) -> eps_hat`` with ``x`` in VP units
 (``specdiff.denoisers.UNet``, ``specdiff.denoisers.GaussianDenoiser``; see
-``specdiff.denoisers``). The step from level (α, σ, ρ) to (α', σ', ρ') is the generalised
-DDIM step of SPEC §3 written in (α, σ) form:
+``specdiff.denoisers``). ``sample`` runs the sampler's own ``step`` (the definition the exact
+analysis differentiates, ``specdiff.samplers.base``) through ``specdiff.core.steps.step_loop``,
+in k-diffusion's σ coordinates whatever the schedule's process:
 
-    x̂0 = (x − σ·ε̂)/α
-    x'  = α'·x̂0 + √(σ'² − σ_k²)·ε̂ + σ_k·z,      σ_k² = η²·σ'²·(1 − e^{ρ−ρ'})
+- the σ grid is σ_0 > … > σ_{S−1} (``schedule.sigma``) followed by 0;
+- the data prediction is D(x; σ) = x − σ·ε̂(x/√(1 + σ²), ρ = −2 log σ): a VP-trained
+  network sees x_VP = √ᾱ·x_σ with ᾱ = 1/(1 + σ²), and ε is the same in both;
+- the start is N(0, v0), v0 = ``start_variance(schedule)`` (VE σ_0², VP 1 + σ_0², flow
+  (1 + σ_0)²: the process's own N(0, 1) or N(0, σ_0²) start, in σ units);
+- the output is the state at σ = 0, where x_σ = x0.
 
-with (α, σ) = (√ᾱ, √(1−ᾱ)) for VP schedules and (1, s) for VE schedules. VE schedules run
-in VE units (start N(0, s_0²), as ``specdiff.output_moments`` assumes) and the VP-trained
-denoiser sees x_VP = √ᾱ·x_VE = x_VE/√(1 + s²); ε is the same in both parametrisations. The
-last step returns x̂0. The steps run in one ``lax.scan``; sample i uses only the key
-``fold_in(key, i)`` (its start noise from ``fold_in(fold_in(key, i), 0)``, the noise of step
-k from ``fold_in(fold_in(key, i), k)``), so the output does not depend on ``batch_size``.
+DDIM/DDPM on a VP schedule are the same maps as the VP-unit DDIM update (x_σ = x_VP/√ᾱ;
+SPEC §3), so their samples agree with an ᾱ-parametrised implementation in distribution (and,
+for DDIM, sample by sample up to round-off).
+
+All steps run inside one ``jax.jit`` (one compilation per sampler, S, sample shape and
+batch size). Sample i uses only the key ``fold_in(key, i)``: its start noise comes from
+``fold_in(fold_in(key, i), 0)`` and noise j of step k (k = 0 … S−1) from
+``fold_in(fold_in(fold_in(key, i), k + 1), j)``, so the output does not depend on
+``batch_size``. Noise is independent between steps (k-diffusion's default Brownian-tree
+noise sampler has the same joint law for these samplers; ``specdiff.samplers.dpmpp``).
 """
 
 from __future__ import annotations
@@ -25,9 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from specdiff.core.checks import check_int
-from specdiff.core.schedule import Schedule, log_alpha_sigma
+from specdiff.core.engine import start_variance
+from specdiff.core.schedule import Schedule
+from specdiff.core.steps import step_loop
+from specdiff.samplers.base import Sampler
 
-__all__ = ["sample", "snap_to_timesteps", "ddim_step"]
+__all__ = ["sample", "snap_to_timesteps", "data_prediction"]
 
 
 def snap_to_timesteps(schedule: Schedule, alphas_bar=None) -> tuple[Schedule, np.ndarray]:
@@ -67,28 +79,6 @@ def snap_to_timesteps(schedule: Schedule, alphas_bar=None) -> tuple[Schedule, np
     return Schedule(ab[t], "vp"), t
 
 
-def ddim_step(eps_hat, x, rho, rho_next, process: str, eta: float, z):
-    """One generalised DDIM step in the schedule's units (see the module docstring).
-
-    Args:
-      eps_hat: ε̂ at (x, ρ); x: the state; rho, rho_next: scalars ρ < ρ'; process: ``"vp"``
-        or ``"ve"``; eta: η ∈ [0, 1]; z: standard normal noise of x's shape (ignored for η = 0).
-
-    Returns:
-      x' at level ρ'.
-    """
-    la, ls = log_alpha_sigma(rho, process)
-    la2, ls2 = log_alpha_sigma(rho_next, process)
-    alpha, sigma, alpha2, sigma2 = jnp.exp(la), jnp.exp(ls), jnp.exp(la2), jnp.exp(ls2)
-    x0_hat = (x - sigma * eps_hat) / alpha
-    if eta == 0.0:
-        return alpha2 * x0_hat + sigma2 * eps_hat
-    ratio = jnp.exp(rho - rho_next)  # e^{ρ−ρ'} ∈ (0, 1)
-    sigma_k = eta * sigma2 * jnp.sqrt(-jnp.expm1(rho - rho_next))
-    c = sigma2 * jnp.sqrt((1.0 - eta**2) + eta**2 * ratio)  # √(σ'² − σ_k²)
-    return alpha2 * x0_hat + c * eps_hat + sigma_k * z
-
-
 def _split_denoiser(denoiser):
     """(static, dynamic): a hashable part for ``jit`` and a pytree of arrays."""
     from flax import nnx
@@ -107,36 +97,73 @@ def _merge_denoiser(static, dynamic):
     return dynamic
 
 
-@functools.partial(jax.jit, static_argnames=("static", "process", "eta", "shape"))
-def _sample_batch(static, dynamic, rho, keys, *, process: str, eta: float, shape):
-    """Samples for a batch of per-sample keys; ``rho`` is the (S,) log-SNR grid."""
-    den = _merge_denoiser(static, dynamic)
-    dtype = rho.dtype
-    normal = jax.vmap(
-        lambda k, i: jax.random.normal(jax.random.fold_in(k, i), shape, dtype), in_axes=(0, None)
-    )
-    _, ls0 = log_alpha_sigma(rho[0], process)
-    start_std = 1.0 if process == "vp" else jnp.exp(ls0)  # VP: N(0, 1); VE: N(0, s_0²)
-    x = start_std * normal(keys, 0)
+def data_prediction(eps_model, dtype):
+    """k-diffusion's D(x; σ) from a VP ε-predictor ``eps_model(x_VP, log_snr)``.
 
-    def eps_at(x, r):
-        # The denoiser takes x in VP units: x_VP = x·α_VP/α_process (α_VE = 1).
-        la_vp, _ = log_alpha_sigma(r, "vp")
-        la, _ = log_alpha_sigma(r, process)
-        x_vp = x * jnp.exp(la_vp - la)
-        return den(x_vp, jnp.full(x.shape[:1], r, dtype)).astype(dtype)
+    D(x; σ) = x − σ·ε̂(x/√(1 + σ²), ρ = −2 log σ): the VP-trained network sees
+    x_VP = √ᾱ·x_σ = x_σ/√(1 + σ²), and ε is the same in both parametrisations.
+    """
 
-    def step(x, inp):
-        k, r, r_next = inp
-        z = normal(keys, k) if eta > 0 else jnp.zeros_like(x)
-        return ddim_step(eps_at(x, r), x, r, r_next, process, eta, z), None
+    def denoise(x, sigma):
+        sigma = jnp.asarray(sigma, dtype)
+        rho = jnp.full(x.shape[:1], -2.0 * jnp.log(sigma), dtype)
+        eps = eps_model(x * jax.lax.rsqrt(1.0 + sigma**2), rho).astype(dtype)
+        return x - sigma * eps
 
-    S = rho.shape[0]
-    ks = jnp.arange(1, S, dtype=jnp.uint32)
-    x, _ = jax.lax.scan(step, x, (ks, rho[:-1], rho[1:]))
-    # Last step lands on clean data: x̂0.
-    la, ls = log_alpha_sigma(rho[-1], process)
-    return (x - jnp.exp(ls) * eps_at(x, rho[-1])) / jnp.exp(la)
+    return denoise
+
+
+def _normals(keys, index, shape, dtype):
+    """One standard normal of ``shape`` per sample key, from ``fold_in(key_i, index)``."""
+    draw = lambda k: jax.random.normal(jax.random.fold_in(k, index), shape, dtype)  # noqa: E731
+    return jax.vmap(draw)(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("static", "sampler", "shape"))
+def _sample_batch(static, dynamic, sigmas, start_std, keys, *, sampler, shape):
+    """Samples for a batch of per-sample keys; ``sigmas`` is the (S+1,) σ grid ending in 0.
+
+    Sample i starts from ``start_std·N(0, I)`` drawn with ``fold_in(key_i, 0)``; noise j of
+    step k (0-based) is drawn with ``fold_in(fold_in(key_i, k + 1), j)``.
+    """
+    dtype = sigmas.dtype
+    denoise = data_prediction(_merge_denoiser(static, dynamic), dtype)
+    x = start_std * _normals(keys, 0, shape, dtype)
+    hist = tuple(jnp.zeros_like(x) for _ in range(sampler.history))
+
+    def body(carry, i, *, order, last):
+        x, hist = carry
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i + 1))(keys)
+        z = tuple(_normals(step_keys, j, shape, dtype) for j in range(sampler.noise_dim))
+        return sampler.step(denoise, x, hist, z, sigmas, i, order=order, last=last)
+
+    num_steps = sigmas.shape[0] - 1
+    x, _ = step_loop(num_steps, sampler.history, body, (x, hist))
+    return x  # at σ = 0, x_σ = x0
+
+
+def _check_args(denoiser, schedule, sampler, key, n, batch_size, shape):
+    """Validate ``sample``'s arguments; returns (n, batch_size, shape)."""
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a specdiff.Schedule, got {type(schedule).__name__}")
+    if not isinstance(sampler, Sampler):
+        raise ValueError(
+            f"unknown sampler {sampler!r}; allowed: a specdiff.samplers object, e.g. "
+            "specdiff.samplers.DDIM(eta) or specdiff.samplers.from_name('heun')"
+        )
+    check_int("n", n)
+    check_int("batch_size", n if batch_size is None else batch_size)
+    if not (hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise ValueError("key must be a typed key from jax.random.key(seed)")
+    if not callable(denoiser):
+        raise ValueError(f"denoiser must be callable as denoiser(x, log_snr), got {denoiser!r}")
+    if shape is None:
+        cfg = getattr(denoiser, "config", None)
+        shape = getattr(cfg, "shape", None) or getattr(denoiser, "shape", None)
+        if shape is None:
+            raise ValueError("pass shape=: the denoiser does not tell the shape of one sample")
+    n = int(n)
+    return n, int(n if batch_size is None else batch_size), tuple(int(s) for s in shape)
 
 
 def sample(
@@ -151,14 +178,18 @@ def sample(
     snap_timesteps: bool | np.ndarray = False,
     dtype=jnp.float32,
 ) -> jax.Array:
-    """Draw ``n`` samples with a DDIM/DDPM sampler on ``schedule`` (jit-compiled, batched).
+    """Draw ``n`` samples with any sampler on ``schedule`` (jit-compiled, batched).
+
+    The sampler runs its own ``step`` in σ coordinates on D(x; σ) = x − σ·ε̂(x/√(1+σ²), −2 log σ)
+    from N(0, v0), v0 = ``start_variance(schedule)`` (module docstring).
 
     Args:
       denoiser: ``denoiser(x, log_snr) -> eps_hat`` with x in VP units: a flax
         ``specdiff.denoisers.UNet`` (or any ``nnx.Module`` with that call), a
         ``GaussianDenoiser``, or any pytree callable of that signature.
-      schedule: the ``Schedule``, S levels noisiest first (VP or VE; see module docstring).
-      sampler: ``samplers.DDIM(eta)`` or ``samplers.DDPM()``.
+      schedule: the ``Schedule``, S levels noisiest first (VP, VE or flow).
+      sampler: any ``specdiff.samplers`` object (``DDIM(eta)``, ``DDPM()``,
+        ``from_name("heun")``, …).
       key: a typed ``jax.random.key``; sample i uses only ``fold_in(key, i)``.
       n: number of samples.
       batch_size: samples per compiled call (default all ``n``); the result does not depend
@@ -177,48 +208,27 @@ def sample(
     Example:
       >>> import numpy as np, jax, specdiff as sd
       >>> den = sd.denoisers.GaussianDenoiser(np.zeros(2), np.diag([4.0, 0.25]))
-      >>> x = sd.sample(den, sd.schedules.cosine(10), sd.samplers.DDIM(), jax.random.key(0), 5)
+      >>> heun = sd.samplers.from_name("heun")
+      >>> x = sd.sample(den, sd.schedules.cosine(10), heun, jax.random.key(0), 5)
       >>> x.shape
       (5, 2)
     """
-    if not isinstance(schedule, Schedule):
-        raise ValueError(f"schedule must be a specdiff.Schedule, got {type(schedule).__name__}")
-    eta = getattr(sampler, "eta", None)
-    if not (hasattr(sampler, "step") and isinstance(eta, float)):
-        raise ValueError(
-            f"unknown sampler {sampler!r}; allowed: specdiff.samplers.DDIM(eta) or "
-            "specdiff.samplers.DDPM()"
-        )
-    check_int("n", n)
-    n = int(n)
-    if batch_size is None:
-        batch_size = n
-    check_int("batch_size", batch_size)
-    if not (hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise ValueError("key must be a typed key from jax.random.key(seed)")
-    if not callable(denoiser):
-        raise ValueError(f"denoiser must be callable as denoiser(x, log_snr), got {denoiser!r}")
-    if shape is None:
-        cfg = getattr(denoiser, "config", None)
-        shape = getattr(cfg, "shape", None) or getattr(denoiser, "shape", None)
-        if shape is None:
-            raise ValueError("pass shape=: the denoiser does not tell the shape of one sample")
-    shape = tuple(int(s) for s in shape)
+    n, bs, shape = _check_args(denoiser, schedule, sampler, key, n, batch_size, shape)
     if snap_timesteps is not False:
         ab = None if snap_timesteps is True else snap_timesteps
         schedule, _ = snap_to_timesteps(schedule, ab)
-    rho = jnp.asarray(np.asarray(schedule.log_snr, dtype=np.float64), dtype)
+    sigma = np.exp(-0.5 * np.asarray(schedule.log_snr, dtype=np.float64))
+    sigmas = jnp.asarray(np.concatenate([sigma, [0.0]]), dtype)
+    start_std = jnp.asarray(np.sqrt(float(start_variance(schedule))), dtype)
     static, dynamic = _split_denoiser(denoiser)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n, dtype=jnp.uint32))
     out = []
-    bs = int(min(batch_size, n))
+    bs = min(bs, n)
     for start in range(0, n, bs):
         kb = keys[start : start + bs]
         m = kb.shape[0]
         if m < bs:  # pad the last batch to the compiled size (results of padding dropped)
             kb = jnp.concatenate([kb, jnp.broadcast_to(kb[-1:], (bs - m,))])
-        xb = _sample_batch(
-            static, dynamic, rho, kb, process=schedule.process, eta=float(eta), shape=shape
-        )
+        xb = _sample_batch(static, dynamic, sigmas, start_std, kb, sampler=sampler, shape=shape)
         out.append(xb[:m])
     return jnp.concatenate(out) if len(out) > 1 else out[0]

@@ -1,26 +1,49 @@
 """Smoke test of ``python -m experiments.fid_check --quick`` (its docstring's CI path):
-shipped denoisers, sampling, metrics, table and figures, end to end."""
+shipped denoisers, sampling with DDIM and a non-DDIM sampler, metrics, table and figures,
+end to end."""
 
 import json
 import math
 
+import pytest
+
+import specdiff as sd
 from experiments import fid_check
 
 
 def test_fid_check_quick_runs(tmp_path):
-    fid_check.main(["--quick", "--out", str(tmp_path)])
-    res = json.loads((tmp_path / "results.json").read_text())["results"]
+    fid_check.main(["--quick", "--sampler", "ddim,heun", "--out", str(tmp_path)])
+    out = json.loads((tmp_path / "results.json").read_text())
+    res = out["results"]
     assert set(res) == {"digits", "patches_gray"}
+    assert set(out["samplers"]) == {"ddim", "heun"}
     for ds in res.values():
-        assert set(ds["steps"]) == {"5", "10"}
-        for rows in ds["steps"].values():
-            assert {"spectral", "linear", "cosine", "edm"} <= set(rows)
-            for row in rows.values():
-                assert all(math.isfinite(v) for v in row["fd_pixel"] + row["fd_classifier"])
-            # The free spectral design is never worse, in its own Gaussian W2, than the
-            # heuristics it is compared with (spectral_tr has fixed endpoints: excluded).
-            w2 = {name: row["gaussian_w2"] for name, row in rows.items()}
-            others = [v for name, v in w2.items() if name not in ("spectral", "spectral_tr")]
-            assert w2["spectral"] <= min(others) * (1 + 1e-6)
-    for name in ("table.md", "fid_check.png", "samples_digits.png", "samples_patches_gray.png"):
+        assert set(ds) == {"ddim", "heun"}
+        for smp, per_sampler in ds.items():
+            assert set(per_sampler["steps"]) == {"5", "10"}
+            for nfe, rows in per_sampler["steps"].items():
+                assert {"spectral", "linear", "cosine", "edm"} <= set(rows)
+                for row in rows.values():
+                    # S from the NFE budget: DDIM S = NFE; Heun 2S − 1 <= NFE.
+                    assert row["steps"] == sd.samplers.from_name(smp).steps_for_nfe(int(nfe))
+                    assert all(math.isfinite(v) for v in row["fd_pixel"] + row["fd_classifier"])
+                # The free spectral design is never worse, in its own Gaussian W2, than the
+                # heuristics it is compared with (spectral_tr has fixed endpoints: excluded).
+                w2 = {name: row["gaussian_w2"] for name, row in rows.items()}
+                others = [v for name, v in w2.items() if name not in ("spectral", "spectral_tr")]
+                assert w2["spectral"] <= min(others) * (1 + 1e-6)
+    summary = out["summary"]["digits"]["heun"]["10"]["fd_classifier"]
+    assert summary["best_heuristic"] in fid_check.HEURISTIC_NAMES
+    assert len(summary["spectral_minus_best_heuristic"]) == 2  # (mean, std) over seeds
+    files = ["table.md", "fid_check.png"]
+    files += [
+        f"samples_{ds}_{s}.png" for ds in ("digits", "patches_gray") for s in ("ddim", "heun")
+    ]
+    for name in files:
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_fid_check_rejects_unknown_sampler(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        fid_check.main(["--quick", "--sampler", "ddim,nope", "--out", str(tmp_path)])
+    assert e.value.code == 2
