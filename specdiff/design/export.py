@@ -8,8 +8,8 @@ the tool can only take integer training timesteps, which levels it will really r
 that costs. The diffusers facts were checked in the source of diffusers 0.42.1 and are held
 by ``tests/design/test_interop.py``, which runs the real schedulers. See ``docs/exports.md``.
 
-The module runs past 400 lines because the diffusers mapping is one table of facts about
-another library; splitting it would scatter them.
+Why this module is long: the diffusers mapping is one table of facts about another
+library; splitting it would scatter them.
 """
 
 from __future__ import annotations

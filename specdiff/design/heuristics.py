@@ -7,8 +7,10 @@ float64 NumPy; pass ``process="vp"``/``"ve"``/``"flow"`` to convert (same log-SN
 Beside SPEC §10's families this module holds the schedules of the sampling ecosystems:
 k-diffusion's ``get_sigmas_*`` (``karras``, ``exponential``, ``polyexponential``,
 ``vp_sde``), Align Your Steps (``ays``) and the flow-matching time shift of SD3
-(``flow_shift``). They share the registry below, which is why the module runs past 400
-lines: one table of every published baseline is easier to audit than several.
+(``flow_shift``).
+
+Why this module is long: every published baseline shares the registry at its end; one
+table of them is easier to audit than several.
 """
 
 from __future__ import annotations

@@ -220,15 +220,18 @@ def sample(
     sigma = np.exp(-0.5 * np.asarray(schedule.log_snr, dtype=np.float64))
     sigmas = jnp.asarray(np.concatenate([sigma, [0.0]]), dtype)
     start_std = jnp.asarray(np.sqrt(float(start_variance(schedule))), dtype)
-    static, dynamic = _split_denoiser(denoiser)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n, dtype=jnp.uint32))
+    run = functools.partial(_sample_batch, *_split_denoiser(denoiser), sigmas, start_std)
+    return _in_batches(lambda kb: run(kb, sampler=sampler, shape=shape), keys, min(bs, n))
+
+
+def _in_batches(fn, keys, bs: int):
+    """``fn`` over batches of ``bs`` keys, the last one padded to the compiled size."""
     out = []
-    bs = min(bs, n)
-    for start in range(0, n, bs):
+    for start in range(0, keys.shape[0], bs):
         kb = keys[start : start + bs]
         m = kb.shape[0]
-        if m < bs:  # pad the last batch to the compiled size (results of padding dropped)
+        if m < bs:  # pad the last batch (the results of the padding are dropped)
             kb = jnp.concatenate([kb, jnp.broadcast_to(kb[-1:], (bs - m,))])
-        xb = _sample_batch(static, dynamic, sigmas, start_std, kb, sampler=sampler, shape=shape)
-        out.append(xb[:m])
+        out.append(fn(kb)[:m])
     return jnp.concatenate(out) if len(out) > 1 else out[0]

@@ -121,7 +121,7 @@ def test_every_sampler_matches_output_moments(name, params, process):
 def test_deterministic_samplers_follow_the_transfer_function_per_sample(name, process):
     """Sample by sample: with the Gaussian denoiser a deterministic sampler maps its start
     point x_0 ~ N(0, v0) (σ coordinates, drawn from ``fold_in(fold_in(key, i), 0)``) to
-    m + H(λ)·(x_0 − m) in the eigenbasis, H from ``sd.transfer_function`` (SPEC §11)."""
+    m + α_0·H(λ)·(x_0 − m) in the eigenbasis, H from ``sd.transfer_function`` (SPEC §4)."""
     mu, cov, lam, u = _gaussian()
     sampler, sch, key, n = sd.samplers.from_name(name), _SCHEDULES[process], jax.random.key(5), 6
     x = np.asarray(sample(GaussianDenoiser(mu, cov), sch, sampler, key, n, dtype=jnp.float64))
@@ -137,7 +137,10 @@ def test_deterministic_samplers_follow_the_transfer_function_per_sample(name, pr
             for i in range(n)
         ]
     )
-    h = np.asarray(sd.transfer_function(lam, sch, sampler))
+    # H is in the process's own coordinates (SPEC §4); the start here is in σ coordinates,
+    # x_σ = x_process/α_0, so the response to it is α_0·H.
+    alpha0 = np.exp(float(sd.samplers.log_alpha_sigma(sch.log_snr[0], sch.process)[0]))
+    h = alpha0 * np.asarray(sd.transfer_function(lam, sch, sampler))
     m = u.T @ mu
     np.testing.assert_allclose(x @ u, m + h * (start @ u - m), rtol=1e-9, atol=1e-9)
 
