@@ -6,9 +6,9 @@
 
 For each shipped denoiser (``specdiff/nn/weights/denoisers/*``), each sampler of ``--sampler``
 (k-diffusion names, comma-separated; any of ``sd.samplers.SAMPLERS``, run by ``sd.sample``
-through its own step) and each NFE budget of ``--nfe`` (S = ``sampler.steps_for_nfe(nfe)``;
-S = NFE for DDIM, Euler and the one-evaluation samplers, Heun and DPM-2 take S = (NFE + 1)/2),
-the schedules are
+through its own step) and each NFE budget of ``--nfe`` (S = ``sampler.steps_for_nfe(nfe)``:
+NFE for DDIM, Euler and the other one-evaluation samplers, ⌊(NFE + 1)/2⌋ for Heun, DPM-2 and
+the ancestral second-order samplers), the schedules are
 
 - ``spectral``: ``sd.design_schedule`` on the PCA spectrum of the dataset's training split,
   for the same sampler, W2 objective, endpoints free (the optimiser also places the first

@@ -165,56 +165,30 @@ def cached_cell(run: Run, spec, sampler, nfe: int, args) -> tuple[dict, bool]:
     return cell, False
 
 
+CELL_HEADER = ["spectrum", "sampler", "NFE", "S", "W2 designed", "W2 best heur.", "(which)",
+               "gain", "iters", "KL designed", "KL best heur.", "(which)"]  # fmt: skip
+
+
+def _cell_row(name, smp, nfe, c) -> list:
+    bw, bk = c["best_heuristic"]["w2"], c["best_heuristic"]["kl"]
+    iters = f"{c['designed']['iterations']}" + ("" if c["designed"]["converged"] else "*")
+    return [name, smp, nfe, c["steps"], c["designed"]["w2"], bw["value"], bw["name"],
+            c["gain_w2"], iters, c["designed"]["kl"], bk["value"], bk["name"]]  # fmt: skip
+
+
 def tables(results: dict, nfes) -> str:
-    """A summary (median and range of the W2 gain over spectra) and the full table."""
+    """A summary (median and range of the W2 gain over spectra), the floors, every cell."""
     names = list(results)
     samplers = list(results[names[0]]["samplers"])
+    cell = lambda n, smp, nfe: results[n]["samplers"][smp][str(nfe)]  # noqa: E731
     rows = []
     for smp in samplers:
-        row = [smp]
-        for nfe in nfes:
-            g = [results[n]["samplers"][smp][str(nfe)]["gain_w2"] for n in names]
-            row.append(f"{np.median(g):.3g} ({min(g):.3g}–{max(g):.3g})")
-        rows.append(row)
+        gains = [[cell(n, smp, nfe)["gain_w2"] for n in names] for nfe in nfes]
+        rows.append([smp, *[f"{np.median(g):.3g} ({min(g):.3g}–{max(g):.3g})" for g in gains]])
     head = ["sampler", *[f"NFE {n}: W2 gain, median (min–max)" for n in nfes]]
     summary = markdown_table(head, rows)
-    full = []
-    for n in names:
-        for smp in samplers:
-            for nfe in nfes:
-                c = results[n]["samplers"][smp][str(nfe)]
-                bw, bk = c["best_heuristic"]["w2"], c["best_heuristic"]["kl"]
-                full.append(
-                    [
-                        n,
-                        smp,
-                        nfe,
-                        c["steps"],
-                        c["designed"]["w2"],
-                        bw["value"],
-                        bw["name"],
-                        c["gain_w2"],
-                        f"{c['designed']['iterations']}"
-                        + ("" if c["designed"]["converged"] else "*"),
-                        c["designed"]["kl"],
-                        bk["value"],
-                        bk["name"],
-                    ]
-                )
-    head = [
-        "spectrum",
-        "sampler",
-        "NFE",
-        "S",
-        "W2 designed",
-        "W2 best heur.",
-        "(which)",
-        "gain",
-        "iters",
-        "KL designed",
-        "KL best heur.",
-        "(which)",
-    ]
+    full = [_cell_row(n, smp, nfe, cell(n, smp, nfe)) for n in names for smp in samplers
+            for nfe in nfes]  # fmt: skip
     floors = ""
     if all("ode_floor_w2" in results[n] for n in names):
         floors = (
@@ -227,9 +201,9 @@ def tables(results: dict, nfes) -> str:
         )
     return (
         "W2 gain = W2(best heuristic) / W2(designed), per sampler and NFE, over the spectra "
-        f"{', '.join(names)}.\n\n" + summary + floors + "\nPer cell (iters: design iterations, * = "
-        "stopped at --max-iter before the convergence test was met):\n\n"
-        + markdown_table(head, full)
+        f"{', '.join(names)}.\n\n" + summary + floors + "\nPer cell (iters: design iterations, "
+        "* = stopped at --max-iter before the convergence test was met):\n\n"
+        + markdown_table(CELL_HEADER, full)
     )
 
 

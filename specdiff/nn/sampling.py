@@ -102,6 +102,14 @@ def data_prediction(eps_model, dtype):
 
     D(x; σ) = x − σ·ε̂(x/√(1 + σ²), ρ = −2 log σ): the VP-trained network sees
     x_VP = √ᾱ·x_σ = x_σ/√(1 + σ²), and ε is the same in both parametrisations.
+
+    Args:
+      eps_model: ``eps_model(x_VP, log_snr) -> eps_hat``, x_VP of shape (n, *shape) and
+        log_snr of shape (n,).
+      dtype: the dtype D computes and returns in.
+
+    Returns:
+      ``denoise(x, sigma)``: x (n, *shape) in σ coordinates, sigma a scalar σ > 0.
     """
 
     def denoise(x, sigma):
