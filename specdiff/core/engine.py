@@ -376,13 +376,17 @@ def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer: bool 
         return e, p
 
     out = step_loop(schedule.num_steps, sampler.history, body, (e0, p0), collect=trajectory)
+    # A variance that is 0 in exact arithmetic (λ → 0) can come out as −1e-23 after the
+    # products; clamp it to the smallest normal number (the closed-form path's exp(log var)
+    # is never negative), so √var and its gradient in the divergences stay finite.
+    tiny = jnp.finfo(dtype).tiny
     if not trajectory:
         e, p = out
-        return None, m + e[:, 0], p[:, 0, 0], None
+        return None, m + e[:, 0], jnp.maximum(p[:, 0, 0], tiny), None
     (e, p), (es, ps) = out
     traj_mean = jnp.concatenate([jnp.zeros((1, d), dtype), m + es[:, :, 0]], 0)
-    traj_var = jnp.concatenate([p0[None, :, 0, 0], ps[:, :, 0, 0]], 0)
+    traj_var = jnp.maximum(jnp.concatenate([p0[None, :, 0, 0], ps[:, :, 0, 0]], 0), tiny)
     # σ coordinates → the process's own (x_process = α·x_σ; α = 1 at the clean end).
     la, _ = log_alpha_sigma(schedule.log_snr.astype(dtype), schedule.process)
     alpha = jnp.concatenate([jnp.exp(la), jnp.ones((1,), dtype)])[:, None]
-    return None, m + e[:, 0], p[:, 0, 0], (alpha * traj_mean, alpha**2 * traj_var)
+    return None, m + e[:, 0], traj_var[-1], (alpha * traj_mean, alpha**2 * traj_var)

@@ -8,7 +8,8 @@ Every denoiser is called as ``denoiser(x, log_snr) -> eps_hat``:
 - ``log_snr``: ρ = log(ᾱ/(1−ᾱ)), a scalar or shape (n,);
 - returns the ε-prediction ε̂(x, ρ), shape (n, *shape).
 
-``specdiff.sample`` runs DDIM/DDPM with any schedule on any such denoiser.
+``specdiff.sample`` runs any sampler (``specdiff.samplers``) with any schedule on any such
+denoiser.
 
 This module is the public face (``specdiff.denoisers``). It holds the exact Gaussian
 denoiser (``GaussianDenoiser``) and the checkpoints of trained U-Nets (``save_denoiser``,
