@@ -73,9 +73,7 @@ def _diffusers_payload(args, target, source, sampler) -> dict:
         d = export.to_diffusers(
             target, sampler, spectrum=spec, metric=args.metric, floor=args.floor, **train
         )
-    except ValueError as e:
-        if "diffusers" not in str(e):
-            raise
+    except export.NotExportable as e:
         print(f"note: {e}; writing the sigmas/timesteps arrays only", file=sys.stderr)
         d = export.to_diffusers(target, **train)
     for note in d.get("notes", []):

@@ -24,6 +24,7 @@ from specdiff.core.engine import output_moments
 from specdiff.core.schedule import Schedule, ddpm_alphas_bar
 
 __all__ = [
+    "NotExportable",
     "DIFFUSERS_SAMPLERS",
     "interpolate",
     "nearest_timesteps",
@@ -195,8 +196,12 @@ _SUPPORTED = (
 )
 
 
+class NotExportable(ValueError):
+    """diffusers cannot run this sampler or these levels (``to_k_diffusion`` can)."""
+
+
 def _refuse(record: dict, why: str):
-    raise ValueError(
+    raise NotExportable(
         f"sampler {record['name']!r} ({record}) cannot be exported to diffusers: {why}. "
         f"Exportable: {_SUPPORTED}; any sampler runs in k-diffusion (to_k_diffusion)"
     )
@@ -272,7 +277,7 @@ def _quantised(schedule: Schedule, ac: np.ndarray) -> Schedule:
     """The levels a scheduler that takes integer timesteps runs (nearest in log-SNR)."""
     t = nearest_timesteps(schedule.log_snr, ac)
     if len(np.unique(t)) != t.size:
-        raise ValueError(
+        raise NotExportable(
             f"two of the {t.size} levels round to the same training timestep ({t.tolist()}); "
             "diffusers needs strictly descending timesteps: use fewer steps, or a sampler "
             "exported with sigmas (euler, ddim)"
@@ -331,7 +336,7 @@ def _levels_for(cls, method, schedule, sig_used, ac, legacy) -> tuple[dict, dict
     sigma_train = np.sqrt((1.0 - ac) / ac)
     train_range = f"σ ∈ [{sigma_train[0]:.4g}, {sigma_train[-1]:.4g}]"
     if model_t.size > 1 and not np.all(np.diff(model_t) < 0):
-        raise ValueError(
+        raise NotExportable(
             f"several levels lie outside the model's training range {train_range} and map to "
             "the same clipped timestep, which diffusers' step-index lookup cannot tell apart; "
             "design with endpoints inside that range"

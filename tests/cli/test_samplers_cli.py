@@ -15,15 +15,7 @@ import pytest
 import specdiff as sd
 from specdiff import samplers, spectra
 from specdiff.cli.main import main
-
-SPEC = ["--synthetic", "ata", "--dim", "8"]
-S = 4
-
-
-def run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
+from tests.cli.test_cli import SPEC, S, run
 
 
 def w2(spec, schedule, sampler, metric="w2"):
