@@ -1,16 +1,24 @@
-"""Benchmarks: medians of compiled calls, each next to a straightforward version timed in
-the same run.
+"""Benchmarks: every fast call timed side by side with a straightforward version of it in the
+same run, with the spread over repeats and the machine it ran on.
 
-  python -m experiments.benchmark                 # everything
-  python -m experiments.benchmark --only engine   # one section
-  python -m experiments.benchmark --quick         # small sizes (CI smoke test)
+  python -m experiments.benchmark                   # everything (run it on a quiet machine)
+  python -m experiments.benchmark --only scaling    # one section
+  python -m experiments.benchmark --quick           # small sizes (CI smoke test)
 
-Writes results/benchmark/results.json and table.md.
+Sections: engine, samplers, memory, design, scaling (d × S grid: time, peak memory and the
+memory-bandwidth bound), cold (process start-up against plain JAX). Times are medians with
+the 25th–75th percentiles over n repeats; a speed-up is the median of per-pair ratios, the
+fast and straightforward calls alternating (fast, slow, slow, fast, …) so that load from
+neighbours on a shared machine falls on both alike. Writes results/benchmark/results.json
+and table.md, whose first lines give the command and the machine (CPU, cores, memory, OS,
+Python, jax/jaxlib, devices, 1-minute load average at start and end).
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 import time
 
 import jax
@@ -20,21 +28,106 @@ import numpy as np
 import specdiff as sd
 from experiments._common import Run, markdown_table, parser
 
-SECTIONS = ("engine", "samplers", "memory", "design")
+SECTIONS = ("engine", "samplers", "memory", "design", "scaling", "cold")
+
+# Every timing taken through ``timed``/``median_time`` in this process, in order: rows of
+# sections that only return medians get their spread back from here (see _attach_spread).
+_LOG: list[dict] = []
+
+
+def stats(samples) -> dict:
+    """Median, 25th/75th percentiles, min, max and count of ``samples``."""
+    x = np.asarray(samples, dtype=np.float64)
+    q25, med, q75 = np.percentile(x, [25, 50, 75])
+    return {
+        "median": float(med),
+        "q25": float(q25),
+        "q75": float(q75),
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "n": int(x.size),
+    }
+
+
+def _more(n: int, elapsed: float, reps: int, min_time: float, max_time: float) -> bool:
+    """Whether to take another repeat: at least ``reps`` and ``min_time`` seconds, at most
+    500 repeats, and past ``max_time`` seconds stop as soon as 3 repeats are in."""
+    if n >= 500 or (n >= 3 and elapsed > max_time):
+        return False
+    return n < reps or elapsed < min_time
+
+
+def _call(fn, args) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
+def timed(fn, *args, reps: int = 20, min_time: float = 0.5, max_time: float = 30.0) -> dict:
+    """Wall time of ``fn(*args)`` (results blocked on) after one warm-up call.
+
+    Returns ``stats`` of the repeats in seconds: median, q25, q75, min, max, n.
+    """
+    jax.block_until_ready(fn(*args))
+    times: list[float] = []
+    t_start = time.perf_counter()
+    while _more(len(times), time.perf_counter() - t_start, reps, min_time, max_time):
+        times.append(_call(fn, args))
+    out = stats(times)
+    _LOG.append(out)
+    return out
 
 
 def median_time(fn, *args, reps: int = 20, min_time: float = 0.5) -> float:
-    """Median wall time of ``fn(*args)`` (results blocked on), after one warm-up call."""
-    jax.block_until_ready(fn(*args))
-    times = []
+    """Median wall time of ``fn(*args)`` in seconds (``timed(...)["median"]``)."""
+    return timed(fn, *args, reps=reps, min_time=min_time)["median"]
+
+
+def paired(
+    fast,
+    slow,
+    args_fast=(),
+    args_slow=(),
+    *,
+    reps: int = 20,
+    min_time: float = 0.5,
+    max_time: float = 30.0,
+    warmup: bool = True,
+) -> dict:
+    """``fast(*args_fast)`` and ``slow(*args_slow)`` timed side by side.
+
+    After one warm-up call of each (skipped with ``warmup=False`` when the caller has just
+    run both), the calls alternate fast, slow, slow, fast, … so that a
+    neighbour's load and any drift fall on both alike; each pair gives one ratio
+    slow_i / fast_i. Returns ``{"fast": stats, "slow": stats, "ratio": stats}`` (seconds;
+    the ratio is the speed-up).
+    """
+    if warmup:
+        jax.block_until_ready(fast(*args_fast))
+        jax.block_until_ready(slow(*args_slow))
+    tf: list[float] = []
+    ts: list[float] = []
     t_start = time.perf_counter()
-    while len(times) < reps or (time.perf_counter() - t_start < min_time and len(times) < 500):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 3 and time.perf_counter() - t_start > 30:
-            break
-    return float(np.median(times))
+    while _more(len(tf), time.perf_counter() - t_start, reps, min_time, max_time):
+        if len(tf) % 2 == 0:
+            tf.append(_call(fast, args_fast))
+            ts.append(_call(slow, args_slow))
+        else:
+            ts.append(_call(slow, args_slow))
+            tf.append(_call(fast, args_fast))
+    return {"fast": stats(tf), "slow": stats(ts), "ratio": stats(np.divide(ts, tf))}
+
+
+def pair_fields(p: dict) -> dict:
+    """A ``paired`` result as the flat row fields the tables read (times in ms)."""
+    out = {"fast_ms": 1e3 * p["fast"]["median"], "scan_ms": 1e3 * p["slow"]["median"]}
+    for key, s in (("fast", p["fast"]), ("scan", p["slow"])):
+        out[f"{key}_q25_ms"], out[f"{key}_q75_ms"] = 1e3 * s["q25"], 1e3 * s["q75"]
+    out["speedup"] = p["ratio"]["median"]
+    out["speedup_q25"], out["speedup_q75"] = p["ratio"]["q25"], p["ratio"]["q75"]
+    out["n"] = p["ratio"]["n"]
+    out["paired"] = True
+    return out
 
 
 def benchmark_spectrum(d: int, dtype) -> sd.Spectrum:
@@ -79,6 +172,7 @@ _w2_scan_vg = jax.jit(jax.value_and_grad(w2_scan), static_argnums=2)
 def bench_engine(quick: bool) -> list[dict]:
     d = 256 if quick else 3072
     steps = (10, 100) if quick else (10, 100, 1000)
+    reps, min_time = (5, 0.05) if quick else (20, 0.5)
     rows = []
     for dtype in (np.float32, np.float64):
         spec = benchmark_spectrum(d, dtype)
@@ -88,8 +182,9 @@ def bench_engine(quick: bool) -> list[dict]:
             sampler = sd.samplers.DDIM()
             vf, gf = fast(rho, spec, sampler)
             vs, gs = slow(rho, spec, 0.0)
-            t_fast = median_time(fast, rho, spec, sampler)
-            t_slow = median_time(slow, rho, spec, 0.0)
+            p = paired(
+                fast, slow, (rho, spec, sampler), (rho, spec, 0.0), reps=reps, min_time=min_time
+            )
             rows.append(
                 {
                     "section": "engine",
@@ -97,60 +192,212 @@ def bench_engine(quick: bool) -> list[dict]:
                     "d": d,
                     "S": S,
                     "dtype": np.dtype(dtype).name,
-                    "fast_ms": 1e3 * t_fast,
-                    "scan_ms": 1e3 * t_slow,
-                    "speedup": t_slow / t_fast,
+                    **pair_fields(p),
                     "value_rel_diff": float(abs(vf - vs) / abs(vs)),
                     "grad_rel_diff": float(jnp.max(jnp.abs(gf - gs)) / jnp.max(jnp.abs(gs))),
                 }
             )
-            print(rows[-1])
+            print(rows[-1], flush=True)
     return rows
 
 
-def main(argv=None):
-    p = parser("benchmark", __doc__)
-    p.add_argument("--only", choices=SECTIONS, default=None)
-    p.add_argument("--quick", action="store_true", help="small sizes, for the CI smoke test")
-    args = p.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)  # float64 rows need it; float32 rows stay float32
-    run = Run("benchmark", args)
-    rows = []
-    if args.only in (None, "engine"):
-        rows += bench_engine(args.quick)
-    if args.only in (None, "samplers"):
-        from experiments import _bench_samplers
+# --- the machine, the spread of other sections' timings, and the tables -------------------
 
-        rows += _bench_samplers.bench_samplers(args.quick, median_time, benchmark_spectrum)
-    if args.only in (None, "memory"):
-        from experiments import _bench_memory
 
-        rows += _bench_memory.bench_memory(args.quick, median_time, benchmark_spectrum)
-    if args.only in (None, "design"):
-        from experiments import _bench_design
+def _cpuinfo_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
-        rows += _bench_design.bench_design(args.quick, median_time, benchmark_spectrum)
-    env = {
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "cpu_count": __import__("os").cpu_count(),
+
+def _meminfo_gib(field: str) -> float | None:
+    try:
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20  # kB → GiB
+    except OSError:
+        pass
+    return None
+
+
+def _os_name() -> str:
+    try:
+        for line in open("/etc/os-release", encoding="utf-8"):
+            if line.startswith("PRETTY_NAME="):
+                return f"{line.split('=', 1)[1].strip().strip(chr(34))}, {platform.platform()}"
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def environment() -> dict:
+    """The machine and software the run is on (no load figures: see ``main``)."""
+    import jaxlib
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu_model": _cpuinfo_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "memory_gib": _meminfo_gib("MemTotal"),
+        "memory_available_gib": _meminfo_gib("MemAvailable"),
+        "os": _os_name(),
         "machine": platform.machine(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(dev) for dev in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    header = ["section", "what", "d", "S", "dtype", "fast", "straightforward", "speedup"]
-    table_rows = [
+
+
+def _attach_spread(rows: list[dict], log: list[dict]) -> None:
+    """Rows of sections that call ``median_time`` carry medians only; the timing whose
+    median gave ``fast_ms``/``scan_ms`` (1e3·median, equal to the bit) supplies its spread."""
+    by_ms = {1e3 * t["median"]: t for t in log}
+    for r in rows:
+        if r.get("paired"):
+            continue
+        for key in ("fast", "scan"):
+            t = by_ms.get(r.get(f"{key}_ms"))
+            if t is not None:
+                r[f"{key}_q25_ms"], r[f"{key}_q75_ms"] = 1e3 * t["q25"], 1e3 * t["q75"]
+                r[f"{key}_n"] = t["n"]
+
+
+def _ms(row: dict, key: str) -> str:
+    """``median [q25–q75] ms`` of a row's fast or scan time, keeping a section's own label
+    (and its ``>`` for lower bounds) where no spread was recorded."""
+    label = row.get("fast_label" if key == "fast" else "slow_label")
+    med = row.get(f"{key}_ms")
+    if med is None:
+        return label or "-"
+    if f"{key}_q25_ms" not in row:
+        return (label or f"{med:.3g} ms") + " (spread not recorded)"
+    mark = ">" if (label or "").startswith(">") else ""
+    note = row.get(f"{key}_note", "")
+    return f"{mark}{med:.3g} [{row[f'{key}_q25_ms']:.3g}–{row[f'{key}_q75_ms']:.3g}] ms{note}"
+
+
+def _speedup(row: dict) -> str:
+    if row.get("speedup") is None:
+        return "-"
+    if "speedup_q25" in row:
+        return f"{row['speedup']:.3g}x [{row['speedup_q25']:.3g}–{row['speedup_q75']:.3g}]"
+    return f"{row['speedup']:.3g}x (ratio of medians)"
+
+
+def _n(row: dict) -> str:
+    if "n" in row:
+        return str(row["n"])
+    ns = [str(row[k]) for k in ("fast_n", "scan_n") if k in row]
+    return "/".join(ns) or "-"
+
+
+def speedup_table(rows: list[dict]) -> str:
+    header = ["section", "what", "d", "S", "dtype", "fast", "straightforward", "speedup", "n"]
+    body = [
         [
             r["section"],
             r["what"],
             r["d"],
             r["S"],
             r["dtype"],
-            r.get("fast_label") or f"{r['fast_ms']:.3g} ms",
-            r.get("slow_label") or f"{r['scan_ms']:.3g} ms",
-            "-" if r["speedup"] is None else f"{r['speedup']:.1f}x",
+            _ms(r, "fast"),
+            _ms(r, "scan"),
+            _speedup(r),
+            _n(r),
         ]
         for r in rows
     ]
-    run.finish({"environment": env, "rows": rows}, markdown_table(header, table_rows))
+    return markdown_table(header, body)
+
+
+def header_lines(command: str, env: dict) -> str:
+    mem = env["memory_gib"]
+    return (
+        "# Benchmark\n\n"
+        f"command: `{command}`\n\n"
+        f"machine: {env['cpu_model']}, {env['cpu_count']} cores ({env['cpus_usable']} usable), "
+        f"{'?' if mem is None else f'{mem:.1f}'} GiB memory, {env['os']}; Python "
+        f"{env['python']}, jax {env['jax']}, jaxlib {env['jaxlib']}, backend "
+        f"{env['backend']}, devices {', '.join(env['devices'])}\n\n"
+        f"load average (1 min): {env['load_1min_start']:.2f} at start, "
+        f"{env['load_1min_end']:.2f} at end\n\n"
+        "Times: median [25th–75th percentile] of n repeats. Speed-up: median [IQR] of the "
+        "per-pair ratios, fast and straightforward calls alternating in one loop.\n\n"
+    )
+
+
+def _sections(args) -> list[dict]:
+    from experiments import (
+        _bench_cold,
+        _bench_design,
+        _bench_memory,
+        _bench_samplers,
+        _bench_scaling,
+    )
+
+    timing = {"timed": timed, "paired": paired, "pair_fields": pair_fields, "stats": stats}
+    rows: list[dict] = []
+    want = lambda name: args.only in (None, name)  # noqa: E731
+    if want("engine"):
+        rows += bench_engine(args.quick)
+    if want("samplers"):
+        rows += _bench_samplers.bench_samplers(args.quick, median_time, benchmark_spectrum)
+    if want("memory"):
+        rows += _bench_memory.bench_memory(args.quick, timing, benchmark_spectrum)
+    if want("design"):
+        rows += _bench_design.bench_design(args.quick, median_time, benchmark_spectrum)
+    if want("scaling"):
+        rows += _bench_scaling.bench_scaling(
+            args.quick, timing, benchmark_spectrum, d_list=args.scaling_d, s_list=args.scaling_s
+        )
+    if want("cold"):
+        rows += _bench_cold.bench_cold(args.quick, stats)
+    return rows
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser("benchmark", __doc__)
+    p.add_argument("--only", choices=SECTIONS, default=None)
+    p.add_argument("--quick", action="store_true", help="small sizes, for the CI smoke test")
+    p.add_argument("--scaling-d", type=_int_list, default=None, help="scaling: d list, e.g. 3072")
+    p.add_argument("--scaling-s", type=_int_list, default=None, help="scaling: S list, e.g. 10")
+    args = p.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)  # float64 rows need it; float32 rows stay float32
+    run = Run("benchmark", args)
+    load_start = os.getloadavg()
+    env = environment()
+    _LOG.clear()
+    rows = _sections(args)
+    _attach_spread(rows, _LOG)
+    env["load_1min_start"], env["load_1min_end"] = load_start[0], os.getloadavg()[0]
+    env["loadavg_start"], env["loadavg_end"] = list(load_start), list(os.getloadavg())
+    command = " ".join(["python -m experiments.benchmark", *argv])
+    from experiments import _bench_cold, _bench_scaling
+
+    main_rows = [r for r in rows if r["section"] not in ("scaling", "cold")]
+    table = header_lines(command, env)
+    if main_rows:
+        table += speedup_table(main_rows)
+    scaling = [r for r in rows if r["section"] == "scaling"]
+    if scaling:
+        table += "\n" + _bench_scaling.table(scaling)
+    cold = [r for r in rows if r["section"] == "cold"]
+    if cold:
+        table += "\n" + _bench_cold.table(cold)
+    run.finish({"command": command, "environment": env, "rows": rows}, table)
 
 
 if __name__ == "__main__":
