@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -204,34 +205,21 @@ def bench_engine(quick: bool) -> list[dict]:
 # --- the machine, the spread of other sections' timings, and the tables -------------------
 
 
-def _cpuinfo_model() -> str:
+def _field(path: str, *prefixes: str, sep: str = ":") -> str | None:
+    """The value after ``sep`` on the first line of ``path`` starting with a prefix."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _meminfo_gib(field: str) -> float | None:
-    try:
-        for line in open("/proc/meminfo", encoding="utf-8"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 2**20  # kB → GiB
-    except OSError:
-        pass
+        return None
+    for line in lines:
+        if line.lower().startswith(prefixes):
+            return line.split(sep, 1)[1].strip().strip('"')
     return None
 
 
-def _os_name() -> str:
-    try:
-        for line in open("/etc/os-release", encoding="utf-8"):
-            if line.startswith("PRETTY_NAME="):
-                return f"{line.split('=', 1)[1].strip().strip(chr(34))}, {platform.platform()}"
-    except OSError:
-        pass
-    return platform.platform()
+def _meminfo_gib(field: str) -> float | None:
+    kb = _field("/proc/meminfo", field.lower() + ":")
+    return None if kb is None else int(kb.split()[0]) / 2**20
 
 
 def environment() -> dict:
@@ -240,12 +228,14 @@ def environment() -> dict:
 
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
-        "cpu_model": _cpuinfo_model(),
+        "cpu_model": _field("/proc/cpuinfo", "model name", "hardware", "cpu model")
+        or platform.processor()
+        or platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
         "memory_gib": _meminfo_gib("MemTotal"),
         "memory_available_gib": _meminfo_gib("MemAvailable"),
-        "os": _os_name(),
+        "os": f"{_field('/etc/os-release', 'pretty_name=', sep='=')}, {platform.platform()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
         "jax": jax.__version__,
