@@ -282,3 +282,22 @@ def test_two_process_design_schedule_equals_one(tmp_path, cache):
         assert a["designed"]["w2"] == pytest.approx(b["designed"]["w2"], rel=1e-10)
         for name, v in b["heuristics"].items():
             assert a["heuristics"][name]["w2"] == pytest.approx(v["w2"], rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--datasets", "nope"], "unknown dataset"),
+        (["--samplers", "ddim", "ddim"], "lists a value twice"),
+        (["--metrics", "l2"], "unknown metric"),
+        (["--steps", "0"], ">= 1"),
+        (["--devices", "99"], "devices: asked for 99"),
+        (["--devices", "x"], "cannot read"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv, match, capsys, monkeypatch):
+    monkeypatch.setenv("SPECDIFF_DEVICES", "all")  # restored after the test
+    with pytest.raises(SystemExit) as e:
+        grid.main([*argv, "--out", "unused"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and match in err and err.count("\n") == 1
