@@ -301,3 +301,16 @@ def test_bad_flags_exit_2_with_one_line(argv, match, capsys, monkeypatch):
         grid.main([*argv, "--out", "unused"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and match in err and err.count("\n") == 1
+
+
+@pytest.mark.slow  # six subprocesses: minutes on a loaded 2-core machine
+def test_bench_distributed_rows():
+    from experiments._bench_distributed import bench_distributed
+
+    rows = bench_distributed(True, device_counts=(1, 2))
+    assert [r["devices"] for r in rows] == [1, 2, 1, 2]
+    for r in rows:
+        assert r["per_second"] > 0 and r["cpu_count"] >= 1
+        assert r["speedup"] == pytest.approx(
+            r["per_second"] / rows[0 if r["count"] == 256 else 2]["per_second"]
+        )
