@@ -59,6 +59,7 @@ QUICK = {
 QUICK_MAX_ITER = 20
 HEURISTICS = ("linear", "cosine", "edm", "log_snr_uniform", "chen_sigmoid")
 GRID_FILE = "grid.json"
+_BAR_LOCK = threading.Lock()  # the device threads share one progress bar
 
 
 class Problem(NamedTuple):
@@ -199,7 +200,8 @@ def _run_device(dev, todo: list[Problem], out: Path, args, spectra, bar) -> None
                 f"heuristic {r['best_heuristic']['value']:.4g} "
                 f"({r['best_heuristic']['name']}), {run['wall_s']:.1f} s on {dev}"
             )
-            bar.update(1)
+            with _BAR_LOCK:
+                bar.update(1)
 
 
 def run_grid(grid: dict, out: Path, args) -> dict:
