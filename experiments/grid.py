@@ -5,8 +5,8 @@ sampler and metric at S steps (VP, first level fixed at ᾱ_999 of the DDPM line
 as in ``experiments.sampler_comparison``; eigenvalues floored at ``--floor``·λ_max), and the
 designed schedule's W2 and metric value against a few heuristics (``HEURISTICS``). Seed 0
 starts the design from the best heuristic (the library default); seed k ≥ 1 from a random
-monotone grid drawn with ``jax.random.key(k)``, so several seeds show whether the design
-depends on its start.
+monotone grid drawn with ``fold_in(jax.random.key(--seed), k)``, so several seeds show
+whether the design depends on its start.
 
 Placement is static: with D devices in ``specdiff.core.mesh.current_mesh()`` (all processes'
 devices in a multi-process run, see ``specdiff.core.multihost``), problem k runs on device
@@ -93,6 +93,7 @@ def settings(p: Problem, args) -> dict:
         "max_iter": args.max_iter,
         "floor": args.floor,
         "kl_floor": args.kl_floor,
+        "base_seed": args.seed,
         "heuristics": list(HEURISTICS),
         "version": sd.__version__,
     }
@@ -126,7 +127,8 @@ def solve(p: Problem, spec: sd.Spectrum, args) -> dict:
     """Design one problem; its values and those of ``HEURISTICS`` (on the current device)."""
     sampler = sd.samplers.from_name(p.sampler)
     kl_floor = args.kl_floor * float(np.max(spec.eigenvalues))
-    start = {"init": "best"} if p.seed == 0 else {"init": "random", "key": jax.random.key(p.seed)}
+    key = jax.random.fold_in(jax.random.key(args.seed), p.seed)
+    start = {"init": "best"} if p.seed == 0 else {"init": "random", "key": key}
     res = sd.design_schedule(
         spec,
         p.steps,
@@ -323,7 +325,8 @@ def merge(grid: dict, out: Path, run: Run, args) -> dict:
 
 
 def resolved_settings(args) -> dict:
-    return {"max_iter": args.max_iter, "floor": args.floor, "kl_floor": args.kl_floor}
+    return {"max_iter": args.max_iter, "floor": args.floor, "kl_floor": args.kl_floor,
+            "seed": args.seed}  # fmt: skip
 
 
 def parse(argv):
@@ -349,6 +352,7 @@ def parse(argv):
     for k, v in fixed.items():
         if getattr(args, k) is None:
             setattr(args, k, saved.get("settings", {}).get(k, v))
+    args.seed = saved.get("settings", {}).get("seed", args.seed)  # --merge-only: the run's
     _check(grid, args)
     return args, grid, out
 
