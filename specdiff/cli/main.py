@@ -18,6 +18,9 @@ spectrum), ``--spectrum FILE.npz`` (key ``eigenvalues``, optional ``mean``) or
 ``--synthetic ata|powerlaw[:alpha]`` with ``--dim D``; by default the synthetic AᵀA
 spectrum (d = 50, l = 0.1, μ0 = 0.05), which needs no optional dependency.
 
+``specdiff --devices all|N|IDS COMMAND ...`` runs the command on those devices (the mesh of
+``specdiff.core.mesh``; default ``SPECDIFF_DEVICES``, else all).
+
 Output is a human-readable table; ``--json`` prints one JSON document instead. Bad input
 gives one line ``specdiff: error: ...`` on stderr and exit code 2, and writes nothing:
 every input is checked and every result computed before the first file is written, and
@@ -29,6 +32,7 @@ Modules: ``parser`` (argument parsers), ``common`` (shared helpers), one per com
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from specdiff.cli.common import UsageError
@@ -87,13 +91,15 @@ def main(argv=None) -> int:
     import jax
 
     from specdiff.core.compile_cache import enable_compilation_cache
+    from specdiff.core.mesh import use_devices
 
     enable_compilation_cache()  # a second run loads its compiled code from disk
     previous = jax.config.jax_enable_x64
     try:
         if args.dtype == "float64" and not previous:
             jax.config.update("jax_enable_x64", True)
-        return COMMANDS[args.command](args)
+        with use_devices(args.devices) if args.devices is not None else contextlib.nullcontext():
+            return COMMANDS[args.command](args)
     except (UsageError, ValueError) as e:
         _error(e)
         return 2

@@ -294,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         "schedules (Gaussian data, closed form).",
     )
     parser.add_argument("--version", action="version", version=f"specdiff {__version__}")
+    parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="all|N|IDS",
+        help="devices to run on (before the command): all, the first N, or ids like 0,2 "
+        "(default: SPECDIFF_DEVICES, else all)",
+    )
     parser.set_defaults(command=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parents = {"spectrum": spectrum_options(), "output": output_options()}

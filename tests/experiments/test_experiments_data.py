@@ -20,7 +20,7 @@ def results(tmp_path_factory):
     from experiments import reproduce_all
 
     root = tmp_path_factory.mktemp("results")
-    reproduce_all.main(["--quick", "--out", str(root)])
+    reproduce_all.main(["--quick", "--only", *reproduce_all.DATA, "--out", str(root)])
     return root
 
 
