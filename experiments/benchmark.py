@@ -29,7 +29,7 @@ import numpy as np
 import specdiff as sd
 from experiments._common import Run, markdown_table, parser
 
-SECTIONS = ("engine", "samplers", "memory", "design", "scaling", "cold")
+SECTIONS = ("engine", "samplers", "memory", "design", "scaling", "cold", "distributed")
 
 # Every timing taken through ``timed``/``median_time`` in this process, in order: rows of
 # sections that only return medians get their spread back from here (see _attach_spread).
@@ -350,6 +350,10 @@ def _sections(args) -> list[dict]:
         )
     if want("cold"):
         rows += _bench_cold.bench_cold(args.quick, stats)
+    if want("distributed"):
+        from experiments import _bench_distributed
+
+        rows += _bench_distributed.bench_distributed(args.quick)
     return rows
 
 
