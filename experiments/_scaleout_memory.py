@@ -13,8 +13,8 @@ subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (it must 
 before jax starts). XLA:CPU's buffer assignment; a GPU compiler fuses differently, so its
 numbers differ somewhat, but the scaling with the device count is the point.
 
-Usage: ``python -m experiments._scaleout_memory [--dtype float32|float64] [--out DIR]``
-(default folder results/scaleout_memory; about a minute).
+Usage: ``python -m experiments._scaleout_memory [--dtype float32 float64] [--out DIR]``
+(default: both dtypes, folder results/scaleout_memory; a few minutes of compilation).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 D, STEPS = 786432, 1000
 SAMPLERS = ("ddim", "heun", "dpmpp_2m_sde")
+DTYPES = ("float32", "float64")
 DEVICES = (1, 4, 8)
 MIB = 2**20
 
@@ -94,9 +95,9 @@ def _worker(dtype: str) -> None:
 def _table(rows) -> str:
     from experiments._common import markdown_table
 
-    header = ["sampler", "devices", "eigenvalues/device", "temp MiB", "args MiB", "out MiB"]
-    header.append("total MiB")
-    keys = ["sampler", "devices", "eigenvalues_per_device", "temp_mib", "argument_mib"]
+    header = ["dtype", "sampler", "devices", "eigenvalues/device", "temp MiB", "args MiB"]
+    header += ["out MiB", "total MiB"]
+    keys = ["dtype", "sampler", "devices", "eigenvalues_per_device", "temp_mib", "argument_mib"]
     keys += ["output_mib", "total_mib"]
     return markdown_table(header, [[r[k] for k in keys] for r in rows])
 
@@ -105,17 +106,19 @@ def main(argv=None) -> None:
     from experiments._common import Run, parser
 
     p = parser("_scaleout_memory", __doc__.split("\n\n")[0])
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        return _worker(args.dtype)
+        return _worker(args.dtype[0])
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECDIFF_CACHE_DIR="off")
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
     env.pop("SPECDIFF_DEVICES", None)
-    cmd = [sys.executable, "-m", "experiments._scaleout_memory", "--worker", "--dtype", args.dtype]
-    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, check=True, text=True).stdout
-    rows = json.loads(out)
+    rows = []
+    for dtype in args.dtype:  # one process per dtype: float64 needs jax_enable_x64 from start
+        cmd = [sys.executable, "-m", "experiments._scaleout_memory", "--worker", "--dtype", dtype]
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, check=True, text=True)
+        rows += json.loads(out.stdout)
     Run("scaleout_memory", args).finish({"rows": rows}, _table(rows))
 
 
