@@ -132,7 +132,8 @@ def blocked_output(lam, m, schedule, sampler, block=None, transfer=False, mesh=N
       mesh: a 1-D mesh with axis ``mesh.AXIS``, or None (the unsharded engine, unchanged).
 
     Returns:
-      (mean, var) of shape (d,), or (H,) with ``transfer``; padding removed.
+      (mean, var) of shape (d,), or (H,) with ``transfer``; padding removed. Sharded over
+      the devices when d is a multiple of their count, else gathered (replicated).
     """
     from specdiff.core.engine import _blocked_output  # engine imports this module
 

@@ -105,14 +105,17 @@ def _case(name, d, k):
 
 
 def _one_device_program(name):
-    """Whether ``output_moments`` traces a ``shard_map``, on 1 device and on 4."""
+    """Whether ``output_moments`` traces a ``shard_map`` on 1, 4 and again 1 device, and
+    on how many devices its output lies (a program compiled for one selection is never
+    reused for another)."""
     smp = sd.samplers.from_name(name)
     spec, sch = _problem(7, 0)[0], sd.schedules.cosine(STEPS)
-    found = {}
-    for n in (1, 4):
+    found = []
+    for n in (1, 4, 1):
         with mesh.use_devices(n):
             jaxpr = jax.make_jaxpr(lambda s: sd.output_moments(s, sch, smp).var)(spec)
-            found[n] = "shard_map" in str(jaxpr)
+            devices = len(sd.output_moments(spec, sch, smp).var.sharding.device_set)
+            found.append({"devices": n, "shard_map": "shard_map" in str(jaxpr), "on": devices})
     return found
 
 

@@ -72,4 +72,8 @@ def test_four_devices_really_ran(result, case):
 
 
 def test_one_device_runs_the_unsharded_program(result):
-    assert result["shard_map_traced"] == {"1": False, "4": True}
+    assert result["shard_map_traced"] == [
+        {"devices": 1, "shard_map": False, "on": 1},
+        {"devices": 4, "shard_map": True, "on": 4},
+        {"devices": 1, "shard_map": False, "on": 1},
+    ]
