@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from specdiff.core import sharded
 from specdiff.core.checks import cumsum
 from specdiff.core.schedule import Schedule, log_alpha_sigma
 from specdiff.core.spectrum import Spectrum
@@ -208,9 +209,10 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     return tuple(o.reshape(-1)[:d] for o in out)
 
 
-@functools.partial(jax.jit, static_argnames=("sampler",))
-def _transfer(lam, schedule, sampler):
-    return _blocked_output(lam, jnp.zeros_like(lam), schedule, sampler, transfer=True)[0]
+@functools.partial(jax.jit, static_argnames=("sampler", "mesh"))
+def _transfer(lam, schedule, sampler, mesh=None):
+    zeros = jnp.zeros_like(lam)
+    return sharded.blocked_output(lam, zeros, schedule, sampler, transfer=True, mesh=mesh)[0]
 
 
 def transfer_function(eigenvalues, schedule: Schedule, sampler) -> jax.Array:
@@ -232,7 +234,9 @@ def transfer_function(eigenvalues, schedule: Schedule, sampler) -> jax.Array:
       0.0
     """
     _check_schedule_sampler(schedule, sampler)
-    return _transfer(_as_eigenvalues(eigenvalues), schedule, sampler)
+    mesh = sharded.active_mesh()  # None on one device: the unsharded program
+    lam = sharded.place(_as_eigenvalues(eigenvalues), mesh)
+    return _transfer(lam, sharded.replicate(schedule, mesh), sampler, mesh)
 
 
 def _alpha_trajectory(schedule):
@@ -240,11 +244,11 @@ def _alpha_trajectory(schedule):
     return jnp.concatenate([jnp.exp(la), jnp.ones((1,), la.dtype)])  # clean: α = 1
 
 
-@functools.partial(jax.jit, static_argnames=("sampler", "trajectory", "block"))
-def _moments(spectrum, schedule, sampler, trajectory, block=None):
+@functools.partial(jax.jit, static_argnames=("sampler", "trajectory", "block", "mesh"))
+def _moments(spectrum, schedule, sampler, trajectory, block=None, mesh=None):
     lam, m = spectrum.eigenvalues, spectrum.mean
     if not trajectory:
-        mean, var = _blocked_output(lam, m, schedule, sampler, block)
+        mean, var = sharded.blocked_output(lam, m, schedule, sampler, block, mesh=mesh)
         return Moments(mean=mean, var=var)
     if not _mobius(sampler):
         _, mean, var, traj = _affine_moments(lam, m, schedule, sampler, trajectory)
@@ -296,7 +300,11 @@ def output_moments(
       (3,)
     """
     _check_args(spectrum, schedule, sampler)
-    return _moments(spectrum.anonymous(), schedule, sampler, bool(trajectory))
+    mesh = None if trajectory else sharded.active_mesh()  # None on one device: unsharded
+    spectrum = sharded.place(spectrum.anonymous(), mesh)
+    return _moments(
+        spectrum, sharded.replicate(schedule, mesh), sampler, bool(trajectory), None, mesh
+    )
 
 
 def forward_marginals(spectrum: Spectrum, schedule: Schedule) -> Moments:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from specdiff.core import sharded
 from specdiff.core.checks import cumsum
 from specdiff.core.divergence import divergence_terms
 from specdiff.core.engine import _moments
@@ -62,6 +63,7 @@ class _Config:
     floor: float | None
     tol: float
     patience: int
+    mesh: object = None  # the spectrum sharded over it (set by _segment, _loss_of_rho)
 
 
 class _Data(NamedTuple):
@@ -133,8 +135,16 @@ def log_snr_to_theta(rho, ends, mode: str):
 
 
 def _loss_rho(rho, data: _Data, cfg: _Config):
-    """The objective of a log-SNR grid: W2² for "w2" (smooth at its minimum), else the KL."""
+    """The objective of a log-SNR grid: W2² for "w2" (smooth at its minimum), else the KL.
+
+    With ``cfg.mesh`` the spectrum is sharded over its devices and the schedule replicated:
+    one partial sum per device, then a ``psum`` (``core.sharded.weighted_divergence``).
+    """
     sch = Schedule.from_log_snr(rho, cfg.process)
+    if cfg.mesh is not None:
+        return sharded.weighted_divergence(
+            data.spectrum, sch, cfg.sampler, cfg.metric, cfg.floor, data.weights, cfg.mesh
+        )
     mom = _moments(data.spectrum, sch, cfg.sampler, False)
     return jnp.sum(divergence_terms(data.spectrum, mom, cfg.metric, cfg.floor) * data.weights)
 
@@ -159,9 +169,26 @@ def _loss(theta, data: _Data, cfg: _Config):
 _loss_of_rho_jit = jax.jit(_loss_rho, static_argnames="cfg")
 
 
+def _on_devices(data: _Data, cfg: _Config):
+    """(data, cfg) for the selected devices: with more than one, the spectrum and weights
+    placed on the mesh (``core.sharded.place``) and the mesh in the static ``cfg``, so a
+    different selection compiles anew; with one, both unchanged (the unsharded program)."""
+    mesh = sharded.active_mesh()
+    if mesh is None:
+        return data, cfg
+    data = _Data(
+        sharded.place(data.spectrum, mesh),
+        sharded.replicate(data.ends, mesh),
+        sharded.place(data.weights, mesh),
+    )
+    return data, dataclasses.replace(cfg, mesh=mesh)
+
+
 def _loss_of_rho(rho, data, cfg):
     """The compiled objective of a host log-SNR grid (the judge of "never worse")."""
-    return _loss_of_rho_jit(jnp.asarray(rho, data.ends.dtype), data, cfg)
+    data, cfg = _on_devices(data, cfg)
+    rho = sharded.replicate(jnp.asarray(rho, data.ends.dtype), cfg.mesh)
+    return _loss_of_rho_jit(rho, data, cfg)
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -304,4 +331,11 @@ def _segment_impl(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
     return jax.lax.while_loop(cond, body, state)
 
 
-_segment = jax.jit(_segment_impl, static_argnames="cfg")
+_segment_jit = jax.jit(_segment_impl, static_argnames="cfg")
+
+
+def _segment(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
+    """The compiled ``_segment_impl`` on the selected devices (spectrum sharded, state and
+    schedule replicated; one device: the unsharded program)."""
+    data, cfg = _on_devices(data, cfg)
+    return _segment_jit(sharded.replicate(state, cfg.mesh), data, stop_at, cfg)
