@@ -21,7 +21,15 @@ import os
 import jax
 import numpy as np
 
-__all__ = ["AXIS", "ENV", "select_devices", "current_mesh", "use_devices", "pad_to_multiple"]
+__all__ = [
+    "AXIS",
+    "ENV",
+    "select_devices",
+    "selection_key",
+    "current_mesh",
+    "use_devices",
+    "pad_to_multiple",
+]
 
 AXIS = "devices"
 ENV = "SPECDIFF_DEVICES"
@@ -57,6 +65,12 @@ def _parse(spec) -> str | int | tuple[int, ...]:
             raise ValueError(f"devices: cannot read {spec!r}; {allowed}") from None
         return _parse(n)
     raise ValueError(f"devices: cannot read {spec!r}; {allowed}")
+
+
+def selection_key(spec=None) -> tuple:
+    """A hashable key of what selects the devices now (spec, innermost ``use_devices``, env)."""
+    top = _override[-1] if _override else None
+    return (repr(spec), repr(top), os.environ.get(ENV))
 
 
 def select_devices(spec=None) -> list:

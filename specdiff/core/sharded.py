@@ -31,8 +31,6 @@ devices; each device then slices its part locally, without communication).
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,8 +54,7 @@ def active_mesh(spec=None):
     Remembered per selection (the devices of a process do not change), so the unsharded
     entry points pay a dictionary look-up for it, not a new device query on every call.
     """
-    top = _mesh._override[-1] if _mesh._override else None
-    key = (repr(spec), repr(top), os.environ.get(_mesh.ENV))
+    key = _mesh.selection_key(spec)
     if key not in _ACTIVE:
         m = _mesh.current_mesh(spec)
         _ACTIVE[key] = None if m.devices.size == 1 else m
