@@ -3,7 +3,9 @@
 Holds the static configuration (``_Config``) and the traced data (``_Data``) of one
 problem, the monotone log-SNR parameterisation θ ↔ ρ, the objective and its unit scaling,
 the parallel line search, the optimiser construction, the optimiser state (``_State``) and
-the compiled segment loop (``_segment``). ``optimise.design_schedule`` runs one problem
+the compiled segment loop (``_segment``), and the compiled start (``_start``: every
+heuristic's loss in one batch, the start, the initial state) and finish (``_finish``: the
+best point against the start, as a schedule). ``optimise.design_schedule`` runs one problem
 through it, ``per_eigenvalue.design_per_eigenvalue`` a vmapped pool of them.
 
 Parameterisation (monotone by construction, well conditioned in float32): the levels are
@@ -305,3 +307,63 @@ def _segment_impl(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
 
 
 _segment = jax.jit(_segment_impl, static_argnames="cfg")
+
+
+# --------------------------------------------------------------------------- start and finish
+
+
+def _start_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int):
+    """Every candidate's loss, the start and the optimiser's initial state, in one program.
+
+    Args:
+      grids: (H, S) candidate log-SNR grids (the heuristics, then the start asked for if it
+        is none of them).
+      pick: the row to start from, or −1 for the lowest loss (NaN counts as +∞).
+
+    Returns:
+      (losses (H,), row, θ0, loss at θ0, scale, initial state, data at unit scale), where
+      scale = 1/loss(θ0) (1 where that is 0 or not finite, as ``_unit_scale``).
+    """
+    losses = jax.vmap(lambda r: _loss_rho(r, data, cfg))(grids)
+    best = jnp.argmin(jnp.where(jnp.isnan(losses), jnp.inf, losses))
+    row = jnp.where(pick < 0, best, pick)
+    theta0 = log_snr_to_theta(grids[row], data.ends, cfg.mode)
+    loss0 = _loss(theta0, data, cfg)
+    ok = jnp.isfinite(loss0) & (loss0 > jnp.finfo(loss0.dtype).tiny)
+    scale = jnp.where(ok, 1 / jnp.where(ok, loss0, 1), 1)
+    state = _init_state(theta0, max_iter, cfg)
+    return losses, row, theta0, loss0, scale, state, data._replace(weights=data.weights * scale)
+
+
+_start = jax.jit(_start_impl, static_argnames=("cfg", "max_iter"))
+
+
+def _finish_impl(state: _State, theta0, data: _Data, cfg: _Config):
+    """(schedule, loss): the best point seen, or the start if nothing improved on it.
+
+    Both are judged by the same compiled loss, so "never worse than the start" holds
+    exactly, also in float32.
+    """
+    rho_best = theta_to_log_snr(state.best_theta, data.ends, cfg.steps, cfg.mode)
+    rho_init = theta_to_log_snr(theta0, data.ends, cfg.steps, cfg.mode)
+    l_best = _loss_rho(rho_best, data, cfg)
+    l_init = _loss_rho(rho_init, data, cfg)
+    keep = l_best <= l_init
+    rho = jnp.where(keep, rho_best, rho_init)
+    return Schedule.from_log_snr(rho, cfg.process), jnp.where(keep, l_best, l_init)
+
+
+_finish = jax.jit(_finish_impl, static_argnames="cfg")
+
+
+def _start_and_run_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int, stop_at):
+    """``_start``, the loop to iteration ``stop_at`` and ``_finish``, as one program.
+
+    Returns (``_start``'s outputs, the state, ``_finish``'s outcome for that state).
+    """
+    start = _start_impl(grids, pick, data, cfg, max_iter)
+    state = _segment_impl(start[5], start[6], stop_at, cfg)
+    return start, state, _finish_impl(state, start[2], data, cfg)
+
+
+_start_and_run = jax.jit(_start_and_run_impl, static_argnames=("cfg", "max_iter"))
