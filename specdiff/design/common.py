@@ -109,22 +109,17 @@ def _map_to_ends(rho, mode, ends):
 def _heuristic_candidates(steps, process, mode, ends):
     """Every published heuristic's float64 log-SNR grid, on the endpoints if fixed.
 
-    The grids are read-only and cached per (S, 64-bit mode): building the eighteen
-    schedules costs more than evaluating them all. A heuristic's log-SNR grid does not
-    depend on the process (a ``Schedule`` keeps ρ when converted), so each is built in its
-    own process, without a conversion.
+    A heuristic's log-SNR grid is the same for every process; the grids are built on the
+    host (no JAX operation) and cached per S, read-only.
     """
     del process  # the same ρ grid for every process
-    grids = _heuristic_grids(int(steps), bool(jax.config.jax_enable_x64))
-    return {name: _map_to_ends(rho, mode, ends) for name, rho in grids}
+    return {name: _map_to_ends(rho, mode, ends) for name, rho in _heuristic_grids(int(steps))}
 
 
 @functools.lru_cache(maxsize=32)
-def _heuristic_grids(steps: int, x64: bool) -> tuple:
-    del x64  # a cache key only: a Schedule's ρ is stored in float32 without 64-bit JAX
+def _heuristic_grids(steps: int) -> tuple:
     out = []
-    for name, sch in _heur.heuristics(steps, None).items():
-        rho = np.array(sch.log_snr, np.float64)
+    for name, rho in _heur._log_snr_grids(steps).items():
         rho.setflags(write=False)
         out.append((name, rho))
     return tuple(out)

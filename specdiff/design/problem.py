@@ -155,9 +155,12 @@ def _unit_scale(loss0, dtype):
 
 def _loss(theta, data: _Data, cfg: _Config):
     """The objective in the optimiser's unconstrained parameters."""
-    return _loss_rho(theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode), data, cfg)
+    return _loss_of_rho_jit(theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode), data, cfg)
 
 
+# The objective as its own compiled function: every program here calls it (inlined by XLA,
+# so the numbers are those of ``_loss_rho``), and a program that evaluates it many times (the
+# line search, the heuristics, the finish) traces it once per shape, not once per use.
 _loss_of_rho_jit = jax.jit(_loss_rho, static_argnames="cfg")
 
 
@@ -324,7 +327,7 @@ def _start_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int):
       (losses (H,), row, θ0, loss at θ0, scale, initial state, data at unit scale), where
       scale = 1/loss(θ0) (1 where that is 0 or not finite, as ``_unit_scale``).
     """
-    losses = jax.vmap(lambda r: _loss_rho(r, data, cfg))(grids)
+    losses = jax.vmap(lambda r: _loss_of_rho_jit(r, data, cfg))(grids)
     best = jnp.argmin(jnp.where(jnp.isnan(losses), jnp.inf, losses))
     row = jnp.where(pick < 0, best, pick)
     theta0 = log_snr_to_theta(grids[row], data.ends, cfg.mode)
@@ -346,8 +349,8 @@ def _finish_impl(state: _State, theta0, data: _Data, cfg: _Config):
     """
     rho_best = theta_to_log_snr(state.best_theta, data.ends, cfg.steps, cfg.mode)
     rho_init = theta_to_log_snr(theta0, data.ends, cfg.steps, cfg.mode)
-    l_best = _loss_rho(rho_best, data, cfg)
-    l_init = _loss_rho(rho_init, data, cfg)
+    l_best = _loss_of_rho_jit(rho_best, data, cfg)
+    l_init = _loss_of_rho_jit(rho_init, data, cfg)
     keep = l_best <= l_init
     rho = jnp.where(keep, rho_best, rho_init)
     return Schedule.from_log_snr(rho, cfg.process), jnp.where(keep, l_best, l_init)
