@@ -17,7 +17,7 @@ Holds ``DesignResult`` and ``design_schedule``, which runs in five stages:
 Nothing eager runs between the compiled calls, so a design that converges within its first
 call is one compiled program, and a second call with the same shapes compiles nothing.
 
-Why this module is over 400 lines: the stages of the one public call, and the segment
+Why this module is long: the stages of the one public call, and the segment
 driver with its progress bar, read best together.
 
 The start is the best heuristic by default, so the result is never worse than it. The

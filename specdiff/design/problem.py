@@ -341,16 +341,17 @@ def _start_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int):
 _start = jax.jit(_start_impl, static_argnames=("cfg", "max_iter"))
 
 
-def _finish_impl(state: _State, theta0, data: _Data, cfg: _Config):
+def _finish_impl(state: _State, theta0, data: _Data, cfg: _Config, l_init=None):
     """(schedule, loss): the best point seen, or the start if nothing improved on it.
 
     Both are judged by the same compiled loss, so "never worse than the start" holds
-    exactly, also in float32.
+    exactly, also in float32 (``l_init``: the start's loss, if this program has it).
     """
     rho_best = theta_to_log_snr(state.best_theta, data.ends, cfg.steps, cfg.mode)
     rho_init = theta_to_log_snr(theta0, data.ends, cfg.steps, cfg.mode)
     l_best = _loss_of_rho_jit(rho_best, data, cfg)
-    l_init = _loss_of_rho_jit(rho_init, data, cfg)
+    if l_init is None:
+        l_init = _loss_of_rho_jit(rho_init, data, cfg)
     keep = l_best <= l_init
     rho = jnp.where(keep, rho_best, rho_init)
     return Schedule.from_log_snr(rho, cfg.process), jnp.where(keep, l_best, l_init)
@@ -366,7 +367,7 @@ def _start_and_run_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int, s
     """
     start = _start_impl(grids, pick, data, cfg, max_iter)
     state = _segment_impl(start[5], start[6], stop_at, cfg)
-    return start, state, _finish_impl(state, start[2], data, cfg)
+    return start, state, _finish_impl(state, start[2], data, cfg, start[3])
 
 
 _start_and_run = jax.jit(_start_and_run_impl, static_argnames=("cfg", "max_iter"))
