@@ -8,6 +8,13 @@ Compared in the same run:
   baseline: only the per-iteration dispatch and host sync remain).
 Each baseline stops as soon as its loss is within 1e-4 relative of the compiled optimum,
 or when its time budget runs out (then the time is a lower bound, marked ">").
+Overhead: the whole ``sd.design_schedule`` call against its compiled loop alone (the same
+start, the same iterations), for L-BFGS (the default) and Adam.
+PyTorch: the same DDIM W2 objective written the obvious way in torch (the VP DDIM recurrence
+step by step, as ``benchmark.w2_scan``), the same parameterisation, start, unit scaling and
+``torch.optim.Adam`` with specdiff's learning rate, run until it reaches the W2 that
+``design_schedule(optimizer="adam")`` reached (within 1e-4), against that whole call and
+against its loop alone. torch is a benchmark-only dependency: without it the row says so.
 Per-eigenvalue: ``sd.design_per_eigenvalue`` against a Python loop of ``sd.design_schedule``
 over the eigenvalues, with the losses of both.
 """
@@ -22,6 +29,7 @@ import numpy as np
 import optax
 
 import specdiff as sd
+from specdiff.design import optimise as O
 from specdiff.design import problem as D
 
 DDIM = sd.samplers.DDIM()
@@ -86,6 +94,49 @@ def _compiled_to_target(spec, steps, target, median_time):
     return median_time(lambda: D._segment(state0, data, k, cfg).value, reps=5), k
 
 
+def _loop_alone(spec, steps, optimizer, median_time):
+    """(median seconds, iterations) of the compiled loop that ``design_schedule`` runs,
+    alone: the same start, at unit scale, to the end."""
+    opts = O._Options(optimizer, 1e-2, 1000, None, 5, None, None, None)
+    setup = O._validate(spec, steps, DDIM, "vp", "w2", None, opts)
+    start, state, _ = O._initialise(setup, "best", None, False, False)
+    data = start.out[6]
+    end = D._segment(state, data, setup.max_iter, setup.cfg)
+    t = median_time(lambda: D._segment(state, data, setup.max_iter, setup.cfg).value, reps=5)
+    return t, int(end.it), start, setup
+
+
+def _overhead_rows(spec, steps, median_time):
+    """The whole call against its loop alone, for L-BFGS and Adam (target: within 2x)."""
+    rows = []
+    for optimizer in ("lbfgs", "adam"):
+        t_loop, iters, _, _ = _loop_alone(spec, steps, optimizer, median_time)
+        call = lambda o=optimizer: (
+            sd.design_schedule(  # noqa: E731
+                spec, steps, DDIM, optimizer=o, progress=False
+            ).loss
+        )
+        t_call = median_time(call, reps=5)
+        rows.append(
+            {
+                "section": "design",
+                "what": f"whole design_schedule call vs its loop alone ({optimizer}, "
+                f"{iters} iterations; x = call/loop)",
+                "d": spec.dim,
+                "S": steps,
+                "dtype": "float32",
+                "fast_ms": 1e3 * t_loop,
+                "scan_ms": 1e3 * t_call,
+                "speedup": t_call / t_loop,
+                "iterations": iters,
+                "fast_label": f"loop {1e3 * t_loop:.4g} ms",
+                "slow_label": f"call {1e3 * t_call:.4g} ms",
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def bench_design(quick, median_time, benchmark_spectrum):
     rows = []
     d = 256 if quick else 3072
@@ -93,6 +144,9 @@ def bench_design(quick, median_time, benchmark_spectrum):
     budget = 3.0 if quick else 120.0
     spec = benchmark_spectrum(d, np.float32)
     for steps in steps_list:
+        rows += _overhead_rows(spec, steps, median_time)
+        if steps <= 100:
+            rows.append(_torch_row(spec, steps, median_time, 5.0 if quick else 120.0))
         res = sd.design_schedule(spec, steps, DDIM, progress=False)  # compiles
         target = res.loss * (1 + 1e-4)
         t_call = median_time(
@@ -208,3 +262,82 @@ def bench_design(quick, median_time, benchmark_spectrum):
     )
     print(rows[-1], flush=True)
     return rows
+
+
+# --- PyTorch Adam on the same problem ------------------------------------------------------
+
+
+def _torch_w2sq(torch, theta, lam, m, scale):
+    """W2² at unit scale, the obvious torch version: θ → ρ (the parameterisation of
+    ``problem.theta_to_log_snr``, free mode), then the VP DDIM (η = 0) recurrence step by
+    step in ᾱ on the centred state, as ``benchmark.w2_scan``."""
+    f = torch.nn.functional.softplus
+    rho0 = D.RHO_FLOOR + f(theta[:1] - D.RHO_FLOOR)
+    rho = torch.cat([rho0, rho0 + torch.cumsum(f(theta[1:]) + D.MIN_INCREMENT, 0)])
+    a = torch.sigmoid(rho)
+    mean, var = -torch.sqrt(a[0]) * m, torch.ones_like(lam)
+    for k in range(a.shape[0] - 1):
+        a0, a1 = a[k], a[k + 1]
+        g = (torch.sqrt(a0 * a1) * lam + torch.sqrt((1 - a0) * (1 - a1))) / (a0 * lam + 1 - a0)
+        mean, var = g * mean, g**2 * var
+    g = torch.sqrt(a[-1]) * lam / (a[-1] * lam + 1 - a[-1])  # last step: x̂0
+    mean, var = g * mean, g**2 * var
+    return scale * torch.sum(mean**2 + (torch.sqrt(var) - torch.sqrt(lam)) ** 2)
+
+
+def _torch_adam(spec, start, target_w2, lr, budget, max_iter):
+    """(seconds, iterations, reached, W2 at θ0) of torch Adam from specdiff's start."""
+    import torch
+
+    lam = torch.tensor(np.asarray(spec.eigenvalues))
+    m = torch.tensor(np.asarray(spec.mean))
+    scale = float(np.asarray(start.out[4]))
+    theta = torch.tensor(np.asarray(start.out[2]), requires_grad=True)
+    with torch.no_grad():
+        w2_0 = float(np.sqrt(float(_torch_w2sq(torch, theta, lam, m, 1.0))))
+    opt = torch.optim.Adam([theta], lr=lr)
+    t0 = time.perf_counter()
+    for it in range(1, max_iter + 1):
+        opt.zero_grad()
+        loss = _torch_w2sq(torch, theta, lam, m, scale)
+        loss.backward()
+        opt.step()
+        if np.sqrt(max(loss.item() / scale, 0.0)) <= target_w2:
+            return time.perf_counter() - t0, it, True, w2_0
+        if time.perf_counter() - t0 > budget:
+            break
+    return time.perf_counter() - t0, it, False, w2_0
+
+
+def _torch_row(spec, steps, median_time, budget):
+    """torch.optim.Adam to the W2 of ``design_schedule(optimizer="adam")``, against the
+    whole call and its loop alone (the same start, learning rate and unit scaling)."""
+    row = {"section": "design", "d": spec.dim, "S": steps, "dtype": "float32"}
+    row["what"] = "design_schedule(adam) call (loop alone) vs torch.optim.Adam to its W2"
+    t_loop, iters, start, setup = _loop_alone(spec, steps, "adam", median_time)
+    res = sd.design_schedule(spec, steps, DDIM, optimizer="adam", progress=False)
+    t_call = median_time(
+        lambda: sd.design_schedule(spec, steps, DDIM, optimizer="adam", progress=False).loss,
+        reps=5,
+    )
+    row |= {"fast_ms": 1e3 * t_call, "loop_ms": 1e3 * t_loop, "iterations": iters}
+    row["fast_label"] = f"{1e3 * t_call:.4g} ms ({1e3 * t_loop:.4g} ms loop, {iters} it)"
+    try:
+        import torch  # noqa: F401  (benchmark-only dependency)
+    except ImportError:
+        return row | {"scan_ms": None, "speedup": None, "slow_label": "torch not installed"}
+    target = res.loss * (1 + 1e-4)
+    t, it, ok, w2_0 = _torch_adam(spec, start, target, setup.learning_rate, budget, 20 * iters)
+    row |= {
+        "scan_ms": 1e3 * t,
+        "speedup": t / t_call,
+        "speedup_vs_loop": t / t_loop,
+        "torch_iterations": it,
+        "torch_reached_target": ok,
+        "w2": res.loss,
+        "w2_start_torch_over_specdiff": w2_0 / res.init_loss,
+        "slow_label": ("" if ok else ">") + f"{1e3 * t:.4g} ms ({it} it); "
+        f"{t / t_loop:.1f}x vs loop",
+    }
+    print(row, flush=True)
+    return row

@@ -8,6 +8,7 @@ resumable run (the arguments a checkpoint folder accepts) and metric units (W2, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import jax
@@ -26,7 +27,12 @@ def _validate_common(steps, sampler, process, metric, optimizer):
     check_choice("process", process, PROCESSES)
     check_choice("metric", metric, METRICS)
     check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_schedule_sampler(Schedule([0.5], "vp"), sampler)
+    _check_schedule_sampler(_ANY_SCHEDULE, sampler)
+
+
+# A schedule for ``_check_schedule_sampler``, which checks only the sampler here; built
+# from host arrays (no JAX operation at import or per call).
+_ANY_SCHEDULE = Schedule.tree_unflatten("vp", (np.array([0.5]), np.array([0.0])))
 
 
 def _dtype(dtype, default):
@@ -101,11 +107,22 @@ def _map_to_ends(rho, mode, ends):
 
 
 def _heuristic_candidates(steps, process, mode, ends):
-    """Every published heuristic's float64 log-SNR grid, on the endpoints if fixed."""
-    out = {}
-    for name, sch in _heur.heuristics(steps, process).items():
-        out[name] = _map_to_ends(np.asarray(sch.log_snr, np.float64), mode, ends)
-    return out
+    """Every published heuristic's float64 log-SNR grid, on the endpoints if fixed.
+
+    A heuristic's log-SNR grid is the same for every process; the grids are built on the
+    host (no JAX operation) and cached per S, read-only.
+    """
+    del process  # the same ρ grid for every process
+    return {name: _map_to_ends(rho, mode, ends) for name, rho in _heuristic_grids(int(steps))}
+
+
+@functools.lru_cache(maxsize=32)
+def _heuristic_grids(steps: int) -> tuple:
+    out = []
+    for name, rho in _heur._log_snr_grids(steps).items():
+        rho.setflags(write=False)
+        out.append((name, rho))
+    return tuple(out)
 
 
 def _digest(*arrays) -> str:

@@ -16,11 +16,18 @@ table of them is easier to audit than several.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from specdiff.core.checks import check_choice, check_int
-from specdiff.core.schedule import PROCESSES, Schedule, ddpm_alphas_bar
+from specdiff.core.schedule import (
+    PROCESSES,
+    Schedule,
+    _log_snr_from_levels,
+    _validate_levels,
+    ddpm_alphas_bar,
+)
 
 __all__ = [
     "ddpm_alphas_bar",
@@ -61,7 +68,22 @@ def _steps(steps) -> int:
     return int(steps)
 
 
+class _Grid(NamedTuple):
+    """A heuristic's float64 log-SNR grid, on the host: what ``process=_GRID`` returns."""
+
+    log_snr: np.ndarray
+
+
+# The ``process`` that asks a heuristic for its ``_Grid`` instead of a ``Schedule``: the
+# designer's candidates, built without device arrays or JAX operations.
+_GRID = "grid"
+
+
 def _finish(levels, natural: str, process: str | None) -> Schedule:
+    if process == _GRID:
+        lv = np.asarray(levels, dtype=np.float64)
+        _validate_levels(lv, natural)
+        return _Grid(_log_snr_from_levels(lv, natural, np))
     sch = Schedule(np.asarray(levels, dtype=np.float64), natural)
     if process is None or process == natural:
         return sch
@@ -213,6 +235,8 @@ def log_snr_uniform(
     if not log_snr_min < log_snr_max:
         raise ValueError(f"need log_snr_min < log_snr_max, got {log_snr_min}, {log_snr_max}")
     rho = log_snr_min + _frac(S) * (log_snr_max - log_snr_min)
+    if process == _GRID:
+        return _Grid(rho)
     sch = Schedule.from_log_snr(rho, "vp")
     return sch if process is None else sch.to_process(process)
 
@@ -453,3 +477,9 @@ def heuristics(steps: int, process: str = "vp") -> dict[str, Schedule]:
                 continue
             raise
     return out
+
+
+def _log_snr_grids(steps: int) -> dict[str, np.ndarray]:
+    """``heuristics(steps)``'s float64 log-SNR grids (the same for every process), built on
+    the host: no ``Schedule``, no JAX operation (the designer's candidates)."""
+    return {name: g.log_snr for name, g in heuristics(steps, _GRID).items()}

@@ -3,11 +3,22 @@
 Holds ``DesignResult`` and ``design_schedule``, which runs in five stages:
 
 1. validate: the arguments, into a ``_Setup`` (static ``_Config`` and traced ``_Data``);
-2. initialise: every heuristic's loss (moved onto fixed endpoints) and the start;
-3. optimise: the compiled loop of ``problem`` run segment by segment (``_run_loop``), with a
-   tqdm bar and, given ``checkpoint_dir``, an orbax checkpoint between segments;
-4. compare: the best point evaluated against the start, by the same compiled loss;
-5. report: the ``DesignResult`` in metric units.
+2. initialise: one compiled call (``problem._start_and_run``) evaluates every heuristic
+   (moved onto fixed endpoints; they share S, so their grids are one batch), picks the
+   start, runs the loop to the end (``progress=False``) or for a first segment, and judges
+   the outcome; with ``checkpoint_dir`` it only starts (``problem._start``);
+3. optimise: the rest of the compiled loop (``problem._segment``), segment by segment
+   (``_run_loop``), with a tqdm bar and, given ``checkpoint_dir``, an orbax checkpoint
+   between segments;
+4. compare: the best point against the start, by the same loss (``problem._finish``),
+   unless the first call did it already;
+5. report: one transfer to the host, the ``DesignResult`` in metric units.
+
+Nothing eager runs between the compiled calls, so a design that converges within its first
+call is one compiled program, and a second call with the same shapes compiles nothing.
+
+Why this module is long: the stages of the one public call, and the segment
+driver with its progress bar, read best together.
 
 The start is the best heuristic by default, so the result is never worse than it. The
 parameterisation and the loop itself are in ``problem``; the per-eigenvalue sweep is in
@@ -21,7 +32,6 @@ import time
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from specdiff.core.checks import check_int, is_concrete
@@ -42,13 +52,11 @@ from specdiff.design.common import (
 from specdiff.design.problem import (
     _Config,
     _Data,
-    _init_state,
-    _loss_of_rho,
+    _finish,
     _segment,
+    _start,
+    _start_and_run,
     _State,
-    _unit_scale,
-    log_snr_to_theta,
-    theta_to_log_snr,
 )
 
 SEGMENT_ITERS = 25
@@ -113,22 +121,38 @@ class _Setup(NamedTuple):
 
 
 class _Start(NamedTuple):
-    """Where the optimiser starts, and what it is compared with."""
+    """Where the optimiser starts, and what it is compared with (device values until the
+    end: ``_compare`` reads them all in one transfer)."""
+
+    cands: dict  # heuristic name → (S,) float64 grid, in the compiled call's row order
+    name: str | None  # the start asked for; None for "best" (the compiled call picks it)
+    rho0: np.ndarray | None  # (S,) float64 grid the start is built from (None for "best")
+    out: tuple  # ``problem._start``'s outputs: losses, row, θ0, loss0, scale, state, data
+
+
+class _Host(NamedTuple):
+    """The start and the run, on the host."""
 
     name: str
-    rho0: np.ndarray  # (S,) float64 grid the start was built from
-    theta0: jax.Array
+    rho0: np.ndarray
     loss: float  # objective at the start (W2² for "w2")
-    scale: float  # the optimiser sees the objective times this (``_unit_scale``)
+    scale: float  # the optimiser sees the objective times this (``problem._unit_scale``)
     heuristics: dict  # name → objective of every heuristic
+    iterations: int
+    history: np.ndarray  # (max_iter,) objective at unit scale, NaN after the last
+    done: bool
+    value: float
 
 
-def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label):
-    """Drive a compiled loop segment by segment: progress bar and checkpoints between."""
+def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label, t0=None):
+    """Drive a compiled loop segment by segment: progress bar and checkpoints between.
+
+    The bar appears once the run (begun at ``t0``, default now) has taken a second.
+    """
     from tqdm.auto import tqdm
 
     bar = None
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if t0 is None else t0
     while True:
         it = int(np.max(np.asarray(state.it)))
         done = bool(np.all(np.asarray(state.done) | (np.asarray(state.it) >= stop_total)))
@@ -218,10 +242,11 @@ def design_schedule(
     """
     opts = _Options(optimizer, learning_rate, max_iter, tol, patience, weights, floor, dtype)
     setup = _validate(spectrum, steps, sampler, process, metric, endpoints, opts)
-    start = _initialise(setup, init, key)
-    state = _optimise(setup, start, checkpoint_dir, progress)
-    rho, loss = _compare(setup, start, state)
-    return _report(setup, start, state, rho, loss)
+    t0 = time.perf_counter()
+    start, state, fin = _initialise(setup, init, key, checkpoint_dir is None, progress)
+    state, fin = _optimise(setup, start, state, fin, checkpoint_dir, progress, t0)
+    schedule, loss, host = _compare(setup, start, state, fin)
+    return _report(setup, schedule, loss, host)
 
 
 # --------------------------------------------------------------------------- 1. validate
@@ -238,7 +263,9 @@ def _validate(spectrum, steps, sampler, process, metric, endpoints, opts: _Optio
     tol = _tol(opts.tol, dt)
     mode, ends = _ends_to_log_snr(endpoints, process, steps)
     _check_floor(metric, opts.floor, spectrum.eigenvalues)
-    spec = Spectrum(np.asarray(spectrum.eigenvalues, dt), np.asarray(spectrum.mean, dt))
+    spec = spectrum.anonymous()  # its arrays as they are if already of this dtype
+    if spec.eigenvalues.dtype != dt or spec.mean.dtype != dt:
+        spec = Spectrum(np.asarray(spectrum.eigenvalues, dt), np.asarray(spectrum.mean, dt))
     w = np.ones(spec.dim, dt) if opts.weights is None else np.asarray(opts.weights, dt)
     if w.shape != (spec.dim,) or not np.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"weights must be {spec.dim} finite numbers >= 0")
@@ -254,36 +281,51 @@ def _validate(spectrum, steps, sampler, process, metric, endpoints, opts: _Optio
         tol,
         int(opts.patience),
     )
-    data = _Data(spec, jnp.asarray(ends, dt), jnp.asarray(w))
+    data = _Data(spec, jax.device_put(np.asarray(ends, dt)), jax.device_put(w))
     return _Setup(cfg, data, ends, dt, int(opts.max_iter), opts.floor, float(opts.learning_rate))
 
 
 # --------------------------------------------------------------------------- 2. initialise
 
 
-def _initialise(setup: _Setup, init, key) -> _Start:
-    """Every heuristic's loss (on the endpoints if fixed), and the start they give."""
+def _initialise(setup: _Setup, init, key, run: bool, progress):
+    """(start, state, finish): every heuristic's loss (on the endpoints if fixed), the start
+    they give and its initial state, in one compiled call.
+
+    With ``run`` the same call also runs the loop, to the end (``progress=False``) or for
+    a first segment, and judges its outcome: a design that converges within it takes one
+    compiled call (``finish`` is then ``_finish``'s outcome, else None).
+    """
     cfg, data = setup.cfg, setup.data
     cands = _heuristic_candidates(cfg.steps, cfg.process, cfg.mode, setup.ends)
-    cand_loss = {n: float(_loss_of_rho(r, data, cfg)) for n, r in cands.items()}
-    name, rho0 = _start_grid(init, cands, cand_loss, cfg, setup.ends, key)
-    theta0 = log_snr_to_theta(jnp.asarray(rho0, setup.dtype), data.ends, cfg.mode)
-    rho_start = np.asarray(theta_to_log_snr(theta0, data.ends, cfg.steps, cfg.mode))
-    loss0 = float(_loss_of_rho(rho_start, data, cfg))
-    scale = float(_unit_scale(loss0, setup.dtype))  # reported values stay in true units
-    return _Start(name, rho0, theta0, loss0, scale, cand_loss)
+    name, rho0 = _start_grid(init, cands, cfg, setup.ends, key)
+    rows = list(cands.values())
+    if name is None:  # "best": chosen inside the compiled call
+        pick = -1
+    elif name in cands:
+        pick = list(cands).index(name)
+    else:  # a Schedule or a random grid: one more row
+        pick = len(rows)
+        rows.append(rho0)
+    args = (np.stack(rows).astype(setup.dtype), np.int32(pick), data, cfg, setup.max_iter)
+    if not run:
+        out = _start(*args)
+        return _Start(cands, name, rho0, out), out[5], None
+    stop = setup.max_iter if progress is False else SEGMENT_ITERS
+    out, state, fin = _start_and_run(*args, stop)
+    return _Start(cands, name, rho0, out), state, fin
 
 
-def _start_grid(init, cands, cand_loss, cfg: _Config, ends, key):
-    """(name, float64 log-SNR grid) of the start that ``init`` asks for."""
+def _start_grid(init, cands, cfg: _Config, ends, key):
+    """(name, float64 log-SNR grid) of the start that ``init`` asks for; (None, None) for
+    ``"best"``, which the compiled start picks."""
     if isinstance(init, Schedule):
         if init.num_steps != cfg.steps:
             raise ValueError(f"init schedule has {init.num_steps} steps, expected {cfg.steps}")
         return "schedule", _map_to_ends(np.asarray(init.log_snr, np.float64), cfg.mode, ends)
-    if init == "best":
-        name = min(cand_loss, key=cand_loss.get)
-        return name, cands[name]
-    if init == "random":
+    if isinstance(init, str) and init == "best":
+        return None, None
+    if isinstance(init, str) and init == "random":
         if key is None:
             raise ValueError("init='random' needs key=jax.random.key(seed)")
         rho0 = _random_grid(cands["log_snr_uniform"], cfg.steps, key)
@@ -308,10 +350,10 @@ def _random_grid(base, steps: int, key) -> np.ndarray:
 # --------------------------------------------------------------------------- 3. optimise
 
 
-def _optimise(setup: _Setup, start: _Start, checkpoint_dir, progress) -> _State:
-    """The compiled loop from the start (or a checkpoint), at unit scale, to the end."""
-    cfg, dt = setup.cfg, setup.dtype
-    state = _init_state(start.theta0, setup.max_iter, cfg)
+def _optimise(setup: _Setup, start: _Start, state, fin, checkpoint_dir, progress, t0):
+    """(state, finish): the compiled loop from ``state`` (or a checkpoint), at unit scale, to
+    the end, segment by segment (progress bar, checkpoints); finish is None if it ran."""
+    cfg, opt_data = setup.cfg, start.out[6]
     store = ckpt = None
     if checkpoint_dir is not None:
         store = _checkpoint_store(setup, start, checkpoint_dir)
@@ -319,18 +361,17 @@ def _optimise(setup: _Setup, start: _Start, checkpoint_dir, progress) -> _State:
         if restored is not None:
             state = restored
         ckpt = lambda s: store.save(int(s.it), s)  # noqa: E731
-    opt_data = setup.data._replace(weights=setup.data.weights * jnp.asarray(start.scale, dt))
-    state = _run_loop(
-        lambda s, stop: _segment(s, opt_data, stop, cfg),
-        state,
-        setup.max_iter,
-        progress,
-        ckpt,
-        f"design S={cfg.steps}",
-    )
+    if progress is False and store is None:
+        return state, fin  # the compiled call ran to the end
+
+    def step(s, stop):
+        return _segment(s, opt_data, stop, cfg)
+
+    label = f"design S={cfg.steps}"
+    ran = _run_loop(step, state, setup.max_iter, progress, ckpt, label, t0)
     if store is not None:
         store.close()
-    return state
+    return ran, (fin if ran is state else None)
 
 
 def _checkpoint_store(setup: _Setup, start: _Start, checkpoint_dir):
@@ -338,11 +379,15 @@ def _checkpoint_store(setup: _Setup, start: _Start, checkpoint_dir):
     from specdiff.design.checkpoint import RunCheckpoint
 
     spec = setup.data.spectrum
+    name, rho0 = start.name, start.rho0
+    if name is None:  # "best": the compiled start picked it
+        name = list(start.cands)[int(start.out[1])]
+        rho0 = start.cands[name]
     run_args = _run_args(
         "design_schedule", setup.cfg, setup.ends, setup.max_iter, setup.dtype, setup.floor
     ) | {
-        "init": start.name,
-        "rho0": _digest(start.rho0),
+        "init": name,
+        "rho0": _digest(rho0),
         "learning_rate": setup.learning_rate,
         "spectrum": _digest(spec.eigenvalues, spec.mean),
         "weights": _digest(setup.data.weights),
@@ -353,34 +398,39 @@ def _checkpoint_store(setup: _Setup, start: _Start, checkpoint_dir):
 # --------------------------------------------------------------------------- 4-5. compare, report
 
 
-def _compare(setup: _Setup, start: _Start, state: _State):
-    """(ρ, loss): the best point seen, or the start if nothing improved on it.
-
-    Both are judged by the same compiled loss as the heuristics, so "never worse" holds
-    exactly, also in float32.
-    """
-    cfg, data = setup.cfg, setup.data
-    rho_best = np.asarray(theta_to_log_snr(state.best_theta, data.ends, cfg.steps, cfg.mode))
-    rho_init = np.asarray(theta_to_log_snr(start.theta0, data.ends, cfg.steps, cfg.mode))
-    l_best = float(_loss_of_rho(rho_best, data, cfg))
-    l_init = float(_loss_of_rho(rho_init, data, cfg))
-    return (rho_best, l_best) if l_best <= l_init else (rho_init, l_init)
-
-
-def _report(setup: _Setup, start: _Start, state: _State, rho, loss) -> DesignResult:
+def _compare(setup: _Setup, start: _Start, state: _State, fin):
+    """(schedule, loss, host values): the best point or the start (``_finish``, unless the
+    compiled call already judged it), and everything the report needs, in one transfer."""
     cfg = setup.cfg
-    iters = int(state.it)
-    hist = np.asarray(state.history)[:iters] / start.scale
+    losses, row, theta0, loss0, scale = start.out[:5]
+    schedule, loss = fin if fin is not None else _finish(state, theta0, setup.data, cfg)
+    got = (losses, row, loss0, scale, schedule.log_snr, loss)
+    got += (state.it, state.history, state.done, state.value)
+    losses, row, loss0, scale, rho, loss, it, hist, done, value = jax.device_get(got)
+    if not (np.isfinite(rho).all() and (np.diff(rho) > 0).all()):
+        Schedule.from_log_snr(rho, cfg.process)  # raises the error that says why
+    name, rho0 = start.name, start.rho0
+    if name is None:
+        name = list(start.cands)[int(row)]
+        rho0 = start.cands[name]
+    heur = {n: float(v) for n, v in zip(start.cands, losses)}
+    host = _Host(name, rho0, float(loss0), float(scale), heur, int(it), hist, bool(done), value)
+    return schedule, float(loss), host
+
+
+def _report(setup: _Setup, schedule, loss, h: _Host) -> DesignResult:
+    metric = setup.cfg.metric
+    hist = h.history[: h.iterations] / h.scale
     return DesignResult(
-        schedule=Schedule.from_log_snr(rho, cfg.process),
-        loss=float(_to_metric_units(loss, cfg.metric)),
-        metric=cfg.metric,
-        sampler=cfg.sampler,
-        process=cfg.process,
-        history=_to_metric_units(hist, cfg.metric),
-        heuristics={n: float(_to_metric_units(v, cfg.metric)) for n, v in start.heuristics.items()},
-        init=start.name,
-        init_loss=float(_to_metric_units(start.loss, cfg.metric)),
-        converged=bool(state.done) and bool(np.isfinite(float(state.value))),
-        iterations=iters,
+        schedule=schedule,
+        loss=float(_to_metric_units(loss, metric)),
+        metric=metric,
+        sampler=setup.cfg.sampler,
+        process=setup.cfg.process,
+        history=_to_metric_units(hist, metric),
+        heuristics={n: float(_to_metric_units(v, metric)) for n, v in h.heuristics.items()},
+        init=h.name,
+        init_loss=float(_to_metric_units(h.loss, metric)),
+        converged=h.done and bool(np.isfinite(h.value)),
+        iterations=h.iterations,
     )

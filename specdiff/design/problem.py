@@ -3,7 +3,9 @@
 Holds the static configuration (``_Config``) and the traced data (``_Data``) of one
 problem, the monotone log-SNR parameterisation θ ↔ ρ, the objective and its unit scaling,
 the parallel line search, the optimiser construction, the optimiser state (``_State``) and
-the compiled segment loop (``_segment``). ``optimise.design_schedule`` runs one problem
+the compiled segment loop (``_segment``), and the compiled start (``_start``: every
+heuristic's loss in one batch, the start, the initial state) and finish (``_finish``: the
+best point against the start, as a schedule). ``optimise.design_schedule`` runs one problem
 through it, ``per_eigenvalue.design_per_eigenvalue`` a vmapped pool of them.
 
 Parameterisation (monotone by construction, well conditioned in float32): the levels are
@@ -163,9 +165,12 @@ def _unit_scale(loss0, dtype):
 
 def _loss(theta, data: _Data, cfg: _Config):
     """The objective in the optimiser's unconstrained parameters."""
-    return _loss_rho(theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode), data, cfg)
+    return _loss_of_rho_jit(theta_to_log_snr(theta, data.ends, cfg.steps, cfg.mode), data, cfg)
 
 
+# The objective as its own compiled function: every program here calls it (inlined by XLA,
+# so the numbers are those of ``_loss_rho``), and a program that evaluates it many times (the
+# line search, the heuristics, the finish) traces it once per shape, not once per use.
 _loss_of_rho_jit = jax.jit(_loss_rho, static_argnames="cfg")
 
 
@@ -339,3 +344,85 @@ def _segment(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
     schedule replicated; one device: the unsharded program)."""
     data, cfg = _on_devices(data, cfg)
     return _segment_jit(sharded.replicate(state, cfg.mesh), data, stop_at, cfg)
+
+
+# --------------------------------------------------------------------------- start and finish
+
+
+def _start_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int):
+    """Every candidate's loss, the start and the optimiser's initial state, in one program.
+
+    Args:
+      grids: (H, S) candidate log-SNR grids (the heuristics, then the start asked for if it
+        is none of them).
+      pick: the row to start from, or −1 for the lowest loss (NaN counts as +∞).
+
+    Returns:
+      (losses (H,), row, θ0, loss at θ0, scale, initial state, data at unit scale), where
+      scale = 1/loss(θ0) (1 where that is 0 or not finite, as ``_unit_scale``).
+    """
+    losses = jax.vmap(lambda r: _loss_of_rho_jit(r, data, cfg))(grids)
+    best = jnp.argmin(jnp.where(jnp.isnan(losses), jnp.inf, losses))
+    row = jnp.where(pick < 0, best, pick)
+    theta0 = log_snr_to_theta(grids[row], data.ends, cfg.mode)
+    loss0 = _loss(theta0, data, cfg)
+    ok = jnp.isfinite(loss0) & (loss0 > jnp.finfo(loss0.dtype).tiny)
+    scale = jnp.where(ok, 1 / jnp.where(ok, loss0, 1), 1)
+    state = _init_state(theta0, max_iter, cfg)
+    return losses, row, theta0, loss0, scale, state, data._replace(weights=data.weights * scale)
+
+
+_start_jit = jax.jit(_start_impl, static_argnames=("cfg", "max_iter"))
+
+
+def _start(grids, pick, data: _Data, cfg: _Config, max_iter: int):
+    """The compiled ``_start_impl`` on the selected devices (as ``_segment``)."""
+    data, cfg = _on_devices(data, cfg)
+    grids, pick = sharded.replicate((grids, pick), cfg.mesh)
+    return _start_jit(grids, pick, data, cfg, max_iter)
+
+
+def _finish_impl(state: _State, theta0, data: _Data, cfg: _Config, l_init=None):
+    """(schedule, loss): the best point seen, or the start if nothing improved on it.
+
+    Both are judged by the same compiled loss, so "never worse than the start" holds
+    exactly, also in float32 (``l_init``: the start's loss, if this program has it).
+    """
+    rho_best = theta_to_log_snr(state.best_theta, data.ends, cfg.steps, cfg.mode)
+    rho_init = theta_to_log_snr(theta0, data.ends, cfg.steps, cfg.mode)
+    l_best = _loss_of_rho_jit(rho_best, data, cfg)
+    if l_init is None:
+        l_init = _loss_of_rho_jit(rho_init, data, cfg)
+    keep = l_best <= l_init
+    rho = jnp.where(keep, rho_best, rho_init)
+    return Schedule.from_log_snr(rho, cfg.process), jnp.where(keep, l_best, l_init)
+
+
+_finish_jit = jax.jit(_finish_impl, static_argnames="cfg")
+
+
+def _finish(state: _State, theta0, data: _Data, cfg: _Config):
+    """The compiled ``_finish_impl`` on the selected devices (as ``_segment``)."""
+    data, cfg = _on_devices(data, cfg)
+    state, theta0 = sharded.replicate((state, theta0), cfg.mesh)
+    return _finish_jit(state, theta0, data, cfg)
+
+
+def _start_and_run_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int, stop_at):
+    """``_start``, the loop to iteration ``stop_at`` and ``_finish``, as one program.
+
+    Returns (``_start``'s outputs, the state, ``_finish``'s outcome for that state).
+    """
+    start = _start_impl(grids, pick, data, cfg, max_iter)
+    state = _segment_impl(start[5], start[6], stop_at, cfg)
+    return start, state, _finish_impl(state, start[2], data, cfg, start[3])
+
+
+_start_and_run_jit = jax.jit(_start_and_run_impl, static_argnames=("cfg", "max_iter"))
+
+
+def _start_and_run(grids, pick, data: _Data, cfg: _Config, max_iter: int, stop_at):
+    """The compiled ``_start_and_run_impl`` on the selected devices (as ``_segment``)."""
+    data, cfg = _on_devices(data, cfg)
+    grids, pick, stop_at = sharded.replicate((grids, pick, stop_at), cfg.mesh)
+    return _start_and_run_jit(grids, pick, data, cfg, max_iter, stop_at)

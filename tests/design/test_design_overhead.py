@@ -1,0 +1,63 @@
+"""What a ``design_schedule`` call compiles: a few programs the first time, nothing on a
+second call with the same shapes (the overhead around the loop stays small)."""
+
+import contextlib
+
+import jax
+import numpy as np
+import pytest
+
+import specdiff as sd
+
+# Every program JAX compiles is lowered to MLIR first, also when the persistent cache then
+# supplies the executable: counting lowerings counts compiled programs, eager ops included.
+_LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+
+
+@contextlib.contextmanager
+def lowered_programs():
+    names = []
+
+    def listener(event, duration, **kwargs):
+        del duration
+        if event == _LOWERING:
+            names.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _spectrum(d, seed):
+    rng = np.random.default_rng(seed)
+    return sd.Spectrum(rng.uniform(0.01, 3.0, d), rng.normal(0, 0.1, d))
+
+
+@pytest.mark.parametrize("progress", [False, None], ids=["one-call", "segments"])
+def test_second_call_compiles_nothing(progress, monkeypatch):
+    # Short segments: the segmented run needs the loop and the finish programs too.
+    monkeypatch.setattr("specdiff.design.optimise.SEGMENT_ITERS", 3)
+    steps, d = 7, 11 if progress is False else 12  # shapes no other test uses
+    first_spec, second_spec = _spectrum(d, 0), _spectrum(d, 1)  # (their own compilations)
+    with lowered_programs() as first:
+        res = sd.design_schedule(first_spec, steps, sd.samplers.DDIM(), progress=progress)
+    assert res.iterations > 3  # more than one segment
+    assert 1 <= len(first) <= 3, first  # start(+loop+finish), loop, finish: nothing eager
+    with lowered_programs() as second:
+        again = sd.design_schedule(second_spec, steps, sd.samplers.DDIM(), progress=progress)
+    assert second == []
+    assert again.loss != res.loss  # a different problem, same shapes
+
+
+def test_one_call_and_segments_agree(monkeypatch):
+    """The loop in one compiled call and the loop run in segments give the same design."""
+    spec = _spectrum(9, 2)
+    whole = sd.design_schedule(spec, 6, sd.samplers.DDIM(), progress=False)
+    monkeypatch.setattr("specdiff.design.optimise.SEGMENT_ITERS", 2)
+    parts = sd.design_schedule(spec, 6, sd.samplers.DDIM(), progress=None)
+    assert whole.iterations == parts.iterations > 4
+    np.testing.assert_array_equal(whole.schedule.log_snr, parts.schedule.log_snr)
+    np.testing.assert_array_equal(whole.history, parts.history)
+    assert whole.heuristics == parts.heuristics and whole.init == parts.init
