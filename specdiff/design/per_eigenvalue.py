@@ -3,9 +3,9 @@
 Holds ``PerEigenvalueResult`` and ``design_per_eigenvalue``, in four stages, each streamed
 over blocks of ``block_size`` problems (one compiled shape per stage, memory bounded by a
 block): validate (into a ``pool._Sweep``), start (every heuristic's divergence terms, the
-best per eigenvalue), solve (``pool.run_block`` per block, sharded over the devices of
-``current_mesh()``, with a progress bar and ``checkpoint.PoolCheckpoint``), report (per
-eigenvalue the best point or the start, whichever is lower, in metric units).
+best per eigenvalue), solve (``pool.Runner``: ``pool.run_block`` per block, sharded over
+the devices of ``current_mesh()``, with a progress bar and ``checkpoint.PoolCheckpoint``),
+report (per eigenvalue the best point or the start, whichever is lower, in metric units).
 """
 
 from __future__ import annotations
@@ -35,20 +35,14 @@ from specdiff.design.common import (
     _tol,
     _validate_common,
 )
-from specdiff.design.pool import STOP_REASONS, _Rules, _Sweep
+from specdiff.design.pool import STOP_REASONS, _blocks, _Rules, _Starts, _Sweep
 from specdiff.design.problem import (
     _Config,
     _Data,
     _loss_of_rho_jit,
-    _n_params,
-    _unit_scale,
     log_snr_to_theta,
     theta_to_log_snr,
 )
-
-# Ticks per compiled call when checkpointing (between calls the host saves); otherwise a
-# block runs in one call.
-CHECKPOINT_TICKS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +132,6 @@ def _theta_batch_impl(rho, ends, mode):
 _theta_batch = jax.jit(_theta_batch_impl, static_argnames="mode")
 
 
-def _blocks(ids: np.ndarray, size: int):
-    """(ids of a block, the same padded to ``size`` with its first id) over ``ids``."""
-    for start in range(0, ids.size, size):
-        part = ids[start : start + size]
-        yield part, np.concatenate([part, np.full(size - part.size, part[0])])
-
-
 # --------------------------------------------------------------------------- the sweep
 
 
@@ -205,7 +192,7 @@ def design_per_eigenvalue(
     checked at multiples of the window; ``stall_window=0`` turns this off) or reaches
     ``max_iter``; ``stop_reason`` and ``iterations`` record which, and when.
 
-    With ``checkpoint_dir``, finished problems are saved after every ``CHECKPOINT_TICKS``
+    With ``checkpoint_dir``, finished problems are saved after every ``pool.CHECKPOINT_TICKS``
     ticks and the block in flight every ``checkpoint_every`` seconds (orbax); a rerun with
     the same arguments (and device count) resumes, recomputing nothing finished.
 
@@ -276,15 +263,6 @@ def _validate(eigenvalues, steps, sampler, process, metric, endpoints, opts, mes
     )  # fmt: skip
 
 
-class _Starts(NamedTuple):
-    """The best heuristic per eigenvalue: the start of its problem and its bar to beat."""
-
-    names: list  # heuristic names, index h
-    theta: np.ndarray  # (H, P) each heuristic's parameters
-    best: np.ndarray  # (n,) index of each eigenvalue's best heuristic
-    loss: np.ndarray  # (n,) its divergence term
-
-
 def _heuristic_starts(sw: _Sweep) -> _Starts:
     """Per-eigenvalue losses of every heuristic are its divergence terms: pick the best."""
     cfg, n = sw.cfg, sw.lam.size
@@ -329,92 +307,11 @@ def _solve(sw: _Sweep, starts: _Starts, mesh, checkpoint_dir, checkpoint_every, 
         disable=progress is False or (progress is None and n <= sw.width),
     )
     try:
-        return _Runner(sw, starts, mesh, ckpt, bar).run()
+        return _pool.Runner(sw, starts, mesh, ckpt, bar).run()
     finally:
         bar.close()
         if ckpt is not None:
             ckpt.close()
-
-
-class _Runner:
-    """The host loop of ``_solve``: blocks of pending problems through ``pool.run_block``."""
-
-    def __init__(self, sw: _Sweep, starts: _Starts, mesh, ckpt, bar):
-        self.sw, self.starts, self.mesh, self.ckpt, self.bar = sw, starts, mesh, ckpt, bar
-        self.devices = mesh.devices.size
-        self.rows_per_device = sw.block // self.devices
-        n, n_par = sw.lam.size, _n_params(sw.cfg.steps, sw.cfg.mode)
-        self.out = {
-            "theta": np.zeros((n, n_par), sw.dtype),
-            "iters": np.zeros(n, np.int32),
-            "reason": np.full(n, _pool._RUNNING, np.int8),
-            "finished": np.zeros(n, bool),
-        }
-        self.scale = _unit_scale(starts.loss, sw.dtype)
-        self.limit = CHECKPOINT_TICKS if ckpt is not None else np.iinfo(np.int32).max
-
-    def run(self):
-        out = self.out
-        if out["theta"].shape[1] == 0:  # nothing to optimise (one fixed level)
-            out["reason"][:] = 0
-            return out["theta"], out["iters"], out["reason"]
-        in_flight = None
-        if self.ckpt is not None:
-            self.out = out = self.ckpt.restore_finished(out)
-            in_flight = self.ckpt.store.restore(self._saved(self._block(np.zeros(1, np.int64))))
-        self.bar.update(int(out["finished"].sum()))
-        skip = np.zeros(out["finished"].size, bool)
-        if in_flight is not None:
-            rows = np.asarray(in_flight["rows"])
-            skip[rows[rows >= 0]] = True
-            self._finish(rows, in_flight["block"], in_flight["pool"])
-        pending = np.argsort(self.sw.lam, kind="stable")  # small λ (the slow ones) first
-        pending = pending[~out["finished"][pending] & ~skip[pending]]
-        for ids, _ in _blocks(pending, self.sw.block):
-            rows, block = self._block(ids)
-            self._finish(rows, block, _pool.new_pool(block, self.sw.width, self.sw.cfg))
-        return out["theta"], out["iters"], out["reason"]
-
-    def _block(self, ids):
-        """(rows: problem id per row, −1 padding; the ``_Block``) for problems ``ids``."""
-        rows = _pool.deal(ids, self.devices, self.rows_per_device)
-        src = np.where(rows >= 0, rows, ids[0])
-        theta0 = self.starts.theta[self.starts.best[src]]
-        lam, mu, scale = self.sw.lam[src], self.sw.mu[src], self.scale[src]
-        return rows, _pool.make_block(rows, theta0, lam, mu, scale, self.devices)
-
-    def _saved(self, rows_block):
-        """The structure of a saved block in flight (for orbax's restore)."""
-        rows, block = rows_block
-        return {
-            "rows": rows,
-            "block": block,
-            "pool": _pool.new_pool(block, self.sw.width, self.sw.cfg),
-        }
-
-    def _finish(self, rows, block, pool):
-        """Run one block to its end, storing what stops (and checkpointing, if asked)."""
-        out, real = self.out, rows >= 0
-        while True:
-            pool, _ = _pool.run_block(
-                pool, block, self.sw.ends, self.limit, self.sw.cfg, self.sw.rules, self.mesh
-            )
-            reason = np.asarray(pool.reason)
-            new = real & (reason >= 0) & ~out["finished"][np.maximum(rows, 0)]
-            if new.any():
-                ids = rows[new]
-                out["theta"][ids] = np.asarray(pool.theta)[new]
-                out["iters"][ids] = np.asarray(pool.iters)[new]
-                out["reason"][ids] = reason[new]
-                out["finished"][ids] = True
-                self.bar.update(int(new.sum()))
-                if self.ckpt is not None:
-                    self.ckpt.save_finished(out)
-            if (reason[real] >= 0).all():
-                return
-            if self.ckpt is not None:
-                saved = {"rows": rows, "block": block, "pool": pool}
-                self.ckpt.maybe_save_pool(jax.tree.map(np.asarray, saved))
 
 
 def _report(sw: _Sweep, starts: _Starts, theta, iters, reason) -> PerEigenvalueResult:

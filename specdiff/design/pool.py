@@ -1,6 +1,7 @@
-"""The compiled loop that solves a block of independent design problems (issues 13 and 14).
+"""The compiled loop that solves blocks of independent design problems (issues 13 and 14).
 
-Holds the validated sweep (``_Sweep``), its stopping rules (``_Rules``) and ``run_block``:
+Holds the validated sweep (``_Sweep``), its stopping rules (``_Rules``), its starts
+(``_Starts``), ``Runner`` (the host loop over blocks, with checkpoints) and ``run_block``:
 one compiled ``lax.while_loop`` in which ``width`` slots (one problem's optimiser each,
 vmapped) advance one iteration per tick. A problem that stops (converged, stalled, out of
 budget) writes its result into the block's output arrays inside the loop, and its slot
@@ -39,10 +40,12 @@ from specdiff.design.problem import (
     _Data,
     _init_state,
     _loss,
+    _n_params,
     _optimizer,
     _propose,
     _State,
     _stopping,
+    _unit_scale,
 )
 
 # Why a problem stopped (``PerEigenvalueResult.stop_reason``), indexed by the stored code.
@@ -268,6 +271,26 @@ def run_block(pool: _Pool, block: _Block, ends, limit: int, cfg, rules, mesh=Non
 
 # --------------------------------------------------------------------------- host side
 
+# Ticks per compiled call when checkpointing (between calls the host saves); otherwise a
+# block runs in one call.
+CHECKPOINT_TICKS = 200
+
+
+class _Starts(NamedTuple):
+    """The best heuristic per eigenvalue: the start of its problem and its bar to beat."""
+
+    names: list  # heuristic names, index h
+    theta: np.ndarray  # (H, P) each heuristic's parameters
+    best: np.ndarray  # (n,) index of each eigenvalue's best heuristic
+    loss: np.ndarray  # (n,) its divergence term
+
+
+def _blocks(ids: np.ndarray, size: int):
+    """(ids of a block, the same padded to ``size`` with its first id) over ``ids``."""
+    for start in range(0, ids.size, size):
+        part = ids[start : start + size]
+        yield part, np.concatenate([part, np.full(size - part.size, part[0])])
+
 
 def deal(ids: np.ndarray, devices: int, rows_per_device: int) -> np.ndarray:
     """Row → problem id (−1: padding) for problems ``ids`` (hardest first) dealt
@@ -294,3 +317,84 @@ def default_width(n: int, steps: int) -> int:
     cap = max(1, 4_000_000 // steps)
     width = 128 if jax.default_backend() == "cpu" else cap
     return max(1, min(n, width, cap))
+
+
+class Runner:
+    """The host loop of a sweep: blocks of pending problems through ``run_block``."""
+
+    def __init__(self, sw: _Sweep, starts: _Starts, mesh, ckpt, bar):
+        self.sw, self.starts, self.mesh, self.ckpt, self.bar = sw, starts, mesh, ckpt, bar
+        self.devices = mesh.devices.size
+        self.rows_per_device = sw.block // self.devices
+        n, n_par = sw.lam.size, _n_params(sw.cfg.steps, sw.cfg.mode)
+        self.out = {
+            "theta": np.zeros((n, n_par), sw.dtype),
+            "iters": np.zeros(n, np.int32),
+            "reason": np.full(n, _RUNNING, np.int8),
+            "finished": np.zeros(n, bool),
+        }
+        self.scale = _unit_scale(starts.loss, sw.dtype)
+        self.limit = CHECKPOINT_TICKS if ckpt is not None else np.iinfo(np.int32).max
+
+    def run(self):
+        out = self.out
+        if out["theta"].shape[1] == 0:  # nothing to optimise (one fixed level)
+            out["reason"][:] = 0
+            return out["theta"], out["iters"], out["reason"]
+        in_flight = None
+        if self.ckpt is not None:
+            self.out = out = self.ckpt.restore_finished(out)
+            in_flight = self.ckpt.store.restore(self._saved(self._block(np.zeros(1, np.int64))))
+        self.bar.update(int(out["finished"].sum()))
+        skip = np.zeros(out["finished"].size, bool)
+        if in_flight is not None:
+            rows = np.asarray(in_flight["rows"])
+            skip[rows[rows >= 0]] = True
+            self._finish(rows, in_flight["block"], in_flight["pool"])
+        pending = np.argsort(self.sw.lam, kind="stable")  # small λ (the slow ones) first
+        pending = pending[~out["finished"][pending] & ~skip[pending]]
+        for ids, _ in _blocks(pending, self.sw.block):
+            rows, block = self._block(ids)
+            self._finish(rows, block, new_pool(block, self.sw.width, self.sw.cfg))
+        return out["theta"], out["iters"], out["reason"]
+
+    def _block(self, ids):
+        """(rows: problem id per row, −1 padding; the ``_Block``) for problems ``ids``."""
+        rows = deal(ids, self.devices, self.rows_per_device)
+        src = np.where(rows >= 0, rows, ids[0])
+        theta0 = self.starts.theta[self.starts.best[src]]
+        lam, mu, scale = self.sw.lam[src], self.sw.mu[src], self.scale[src]
+        return rows, make_block(rows, theta0, lam, mu, scale, self.devices)
+
+    def _saved(self, rows_block):
+        """The structure of a saved block in flight (for orbax's restore)."""
+        rows, block = rows_block
+        return {
+            "rows": rows,
+            "block": block,
+            "pool": new_pool(block, self.sw.width, self.sw.cfg),
+        }
+
+    def _finish(self, rows, block, pool):
+        """Run one block to its end, storing what stops (and checkpointing, if asked)."""
+        out, real = self.out, rows >= 0
+        while True:
+            pool, _ = run_block(
+                pool, block, self.sw.ends, self.limit, self.sw.cfg, self.sw.rules, self.mesh
+            )
+            reason = np.asarray(pool.reason)
+            new = real & (reason >= 0) & ~out["finished"][np.maximum(rows, 0)]
+            if new.any():
+                ids = rows[new]
+                out["theta"][ids] = np.asarray(pool.theta)[new]
+                out["iters"][ids] = np.asarray(pool.iters)[new]
+                out["reason"][ids] = reason[new]
+                out["finished"][ids] = True
+                self.bar.update(int(new.sum()))
+                if self.ckpt is not None:
+                    self.ckpt.save_finished(out)
+            if (reason[real] >= 0).all():
+                return
+            if self.ckpt is not None:
+                saved = {"rows": rows, "block": block, "pool": pool}
+                self.ckpt.maybe_save_pool(jax.tree.map(np.asarray, saved))

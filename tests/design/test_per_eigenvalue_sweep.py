@@ -144,7 +144,7 @@ def test_resumes_losing_nothing_finished(tmp_path, monkeypatch):
     starts only the unfinished problems and gives the same result."""
     from specdiff.design.checkpoint import PoolCheckpoint
 
-    monkeypatch.setattr("specdiff.design.per_eigenvalue.CHECKPOINT_TICKS", 3)
+    monkeypatch.setattr("specdiff.design.pool.CHECKPOINT_TICKS", 3)
     full = run()
     real, calls = PoolCheckpoint.save_finished, [0]
 
@@ -172,7 +172,7 @@ def test_resumes_the_block_in_flight(tmp_path, monkeypatch):
     anew) and gives the same result; other arguments are refused."""
     from specdiff.design.checkpoint import RunCheckpoint
 
-    monkeypatch.setattr("specdiff.design.per_eigenvalue.CHECKPOINT_TICKS", 3)
+    monkeypatch.setattr("specdiff.design.pool.CHECKPOINT_TICKS", 3)
     full = run()
     real, calls = RunCheckpoint.save, [0]
 
