@@ -17,7 +17,9 @@ runs its own loop over its own slots and problems, with no communication; paddin
 same loop directly, unsharded.
 
 Every problem's iterates depend only on that problem: the answer does not depend on the
-width, the block, the devices or the order in which problems are taken.
+block or on the order in which problems are taken, and on the width or the device count
+only through round-off (another compiled program; float32 sweeps of 256 problems on 1
+and 2 devices differed in 1 problem, by 2e-6 in W2).
 """
 
 from __future__ import annotations
@@ -312,10 +314,16 @@ def make_block(rows, theta0, lam, mean, scale, devices: int) -> _Block:
 
 
 def default_width(n: int, steps: int) -> int:
-    """Slots per device: 128 on CPU (cost per slot-iteration is flat in the width there,
-    and a narrow pool has a short tail), wide on accelerators, never over ~4·10⁶ / S."""
+    """Slots per device. On CPU about 3200 / S (a power of two in [8, 128]): the cost of a
+    slot-iteration grows with the width once a tick's arrays (width × candidates × S)
+    leave the cache, and a narrow pool has a short tail (3072 problems at S = 100:
+    width 32 took 25% less CPU time than 128). Accelerators need wide batches to be busy:
+    ~4·10⁶ / S there. Never more than n."""
     cap = max(1, 4_000_000 // steps)
-    width = 128 if jax.default_backend() == "cpu" else cap
+    if jax.default_backend() == "cpu":
+        width = int(np.clip(2 ** round(np.log2(3200 / steps)), 8, 128))
+    else:
+        width = cap
     return max(1, min(n, width, cap))
 
 
