@@ -6,6 +6,15 @@ block): validate (into a ``pool._Sweep``), start (every heuristic's divergence t
 best per eigenvalue), solve (``pool.Runner``: ``pool.run_block`` per block, sharded over
 the devices of ``current_mesh()``, with a progress bar and ``checkpoint.PoolCheckpoint``),
 report (per eigenvalue the best point or the start, whichever is lower, in metric units).
+
+A block runs in one compiled loop in which ``chunk_size`` slots per device advance one
+iteration per tick, and a slot whose problem stops takes the next one at once: the cost
+is the sum of the problems' iterations. Only a block's starts and results and the slots'
+optimiser states are in memory at a time (besides the (n, S) answer). The block's problems
+are dealt to the devices of ``current_mesh(devices)`` (``jax.shard_map``; one device runs
+the same loop unsharded). Each problem's iterates depend only on that problem:
+``block_size`` does not change the answer, ``chunk_size`` and the device count only by
+round-off (another compiled program; in float64 the tests find the devices change nothing).
 """
 
 from __future__ import annotations
@@ -176,33 +185,21 @@ def design_per_eigenvalue(
 ) -> PerEigenvalueResult:
     """One designed schedule per eigenvalue (each problem has that eigenvalue alone).
 
-    Each problem is SPEC §6 with one eigenvalue, solved by L-BFGS with a parallel line
-    search from its best heuristic. The problems stream through blocks of ``block_size``;
-    a block runs in one compiled loop (``pool.run_block``) in which ``chunk_size`` slots
-    per device advance one iteration per tick, and a slot whose problem stops takes the
-    next one at once: the cost is the sum of the problems' iterations. Only a block's
-    starts and results and the slots' optimiser states are in memory at a time (plus the
-    (n, S) results). The block's problems are split over the devices of
-    ``specdiff.core.mesh.current_mesh(devices)`` (``jax.shard_map``; one device runs the
-    same loop unsharded). Each problem's iterates depend only on that problem: ``block_size``
-    does not change the answer, and ``chunk_size`` or the device count only by round-off
-    (XLA compiles another program; in float64 the tests find the devices change nothing).
+    Each problem is SPEC §6 with one eigenvalue, solved by L-BFGS (parallel line search)
+    from its best heuristic; how the problems are streamed, pooled and sharded is in the
+    module docstring. A problem stops when it converges (``tol``, ``patience``), stalls
+    (its best loss fell by less than a relative ``stall_tol`` over ``stall_window``
+    iterations, checked at multiples of the window; 0 turns this off) or reaches
+    ``max_iter``; ``stop_reason`` and ``iterations`` record which, and when. With
+    ``checkpoint_dir``, finished problems are saved every ``pool.CHECKPOINT_TICKS`` ticks
+    and the block in flight every ``checkpoint_every`` seconds (orbax); a rerun with the
+    same arguments and device count resumes, recomputing nothing finished.
 
-    A problem stops when it converges (``tol``, ``patience``), stalls (its best loss fell
-    by less than a relative ``stall_tol`` over the last ``stall_window`` iterations,
-    checked at multiples of the window; ``stall_window=0`` turns this off) or reaches
-    ``max_iter``; ``stop_reason`` and ``iterations`` record which, and when.
-
-    With ``checkpoint_dir``, finished problems are saved after every ``pool.CHECKPOINT_TICKS``
-    ticks and the block in flight every ``checkpoint_every`` seconds (orbax); a rerun with
-    the same arguments (and device count) resumes, recomputing nothing finished.
-
-    Args: as ``design_schedule``; ``eigenvalues`` (n,) and optional ``mean`` (n,) (the
-    mean component m_i of each direction); ``chunk_size`` slots per device (default
-    ``pool.default_width``: ~3200 / S on CPU, ~4·10⁶ / S on accelerators); ``block_size``
-    problems per compiled call (default max(4096, 32·chunk_size·devices)); ``devices`` a
-    device spec for ``current_mesh``
-    (default: the active selection); ``progress`` a tqdm bar of problems done, with ETA.
+    Args: as ``design_schedule``; ``eigenvalues`` (n,), ``mean`` (n,) (m_i per direction);
+    ``chunk_size`` slots per device (``pool.default_width``: ~3200 / S on CPU, ~4·10⁶ / S
+    on accelerators); ``block_size`` problems per compiled call (max(4096,
+    32·chunk_size·devices)); ``devices`` a spec for ``current_mesh`` (default: the active
+    selection); ``progress`` a tqdm bar of problems done out of n, with ETA.
 
     Returns:
       ``PerEigenvalueResult``.

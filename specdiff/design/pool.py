@@ -18,8 +18,8 @@ same loop directly, unsharded.
 
 Every problem's iterates depend only on that problem: the answer does not depend on the
 block or on the order in which problems are taken, and on the width or the device count
-only through round-off (another compiled program; float32 sweeps of 256 problems on 1
-and 2 devices differed in 1 problem, by 2e-6 in W2).
+only through round-off (another compiled program: float32 sweeps of 256 problems on 1
+and 2 devices differed in one problem, by 2e-6 in W2).
 """
 
 from __future__ import annotations
@@ -304,15 +304,6 @@ def deal(ids: np.ndarray, devices: int, rows_per_device: int) -> np.ndarray:
     return rows.reshape(-1)
 
 
-def make_block(rows, theta0, lam, mean, scale, devices: int) -> _Block:
-    """The ``_Block`` of rows ``rows`` (problem ids, −1 padding) from per-problem arrays
-    already gathered to rows (padding rows hold any valid problem: never started)."""
-    count = (np.asarray(rows).reshape(devices, -1) >= 0).sum(1).astype(np.int32)
-    return _Block(
-        jnp.asarray(theta0), jnp.asarray(lam), jnp.asarray(mean), jnp.asarray(scale), count
-    )
-
-
 def default_width(n: int, steps: int) -> int:
     """Slots per device. On CPU about 3200 / S (a power of two in [8, 128]): the cost of a
     slot-iteration grows with the width once a tick's arrays (width × candidates × S)
@@ -372,7 +363,8 @@ class Runner:
         src = np.where(rows >= 0, rows, ids[0])
         theta0 = self.starts.theta[self.starts.best[src]]
         lam, mu, scale = self.sw.lam[src], self.sw.mu[src], self.scale[src]
-        return rows, make_block(rows, theta0, lam, mu, scale, self.devices)
+        count = (rows.reshape(self.devices, -1) >= 0).sum(1).astype(np.int32)
+        return rows, _Block(*(jnp.asarray(a) for a in (theta0, lam, mu, scale)), count)
 
     def _saved(self, rows_block):
         """The structure of a saved block in flight (for orbax's restore)."""
