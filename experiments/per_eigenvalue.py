@@ -1,13 +1,14 @@
 """Per-eigenvalue schedules for the synthetic AᵀA spectrum, and trajectory accuracy.
 
 1. ``sd.design_per_eigenvalue``: for every eigenvalue λ_i of Σ0 = AᵀA (d = 50, l = 0.1) the
-   S-step schedule that is optimal for that eigenvalue alone (SPEC §6), W2 objective.
+   S-step schedule that is optimal for that eigenvalue alone (SPEC §6), W2 objective,
+   with each problem's iteration count and why it stopped (converged / stalled / budget).
 2. Trajectory: along a 60-step cosine schedule, the variance after each step
    (``sd.output_moments(..., trajectory=True)``) against the true forward marginal
    α_k²λ + σ_k² (``sd.forward_marginals``); the relative error
    |v_k − v_k^true| / v_k^true of the 10 largest eigenvalues over the final 20 steps.
 
-  python -m experiments.per_eigenvalue [--steps 28] [--sampler ddim] [--quick]
+  python -m experiments.per_eigenvalue [--steps 28] [--sampler ddim] [--devices all] [--quick]
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def main(argv=None):
     p = parser("per_eigenvalue", __doc__)
     p.add_argument("--steps", type=int, default=28, help="S for the per-eigenvalue designs")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument(
+        "--devices", default=None, help="devices to shard the problems over: all, n or ids"
+    )
     p.add_argument("--quick", action="store_true", help="CI smoke test: S = 10")
     args = p.parse_args(argv)
     if args.quick:
@@ -94,9 +98,18 @@ def main(argv=None):
     run = Run("per_eigenvalue", args)
     spec = spectra.synthetic_ata()
     sampler = sd.samplers.from_name(args.sampler)
-    design = sd.design_per_eigenvalue(
-        spec.eigenvalues, args.steps, sampler, metric="w2", mean=spec.mean, progress=False
-    )
+    try:
+        design = sd.design_per_eigenvalue(
+            spec.eigenvalues,
+            args.steps,
+            sampler,
+            metric="w2",
+            mean=spec.mean,
+            progress=False,
+            devices=args.devices,
+        )
+    except ValueError as e:
+        fail(str(e))
     traj = trajectory_error(spec, sampler)
     run.save_figure(figure(spec, design, traj), "per_eigenvalue.png")
     lam = np.asarray(spec.eigenvalues, np.float64)
@@ -116,7 +129,13 @@ def main(argv=None):
     results = {
         "spectrum": {"name": spec.name, "d": spec.dim, "eigenvalues": lam},
         "sampler": sampler.to_dict(),
-        "per_eigenvalue": {"steps": args.steps, "log_snr": rho, "loss": loss},
+        "per_eigenvalue": {
+            "steps": args.steps,
+            "log_snr": rho,
+            "loss": loss,
+            "iterations": design.iterations,
+            "stop_reason": design.stop_reason.tolist(),
+        },
         "trajectory": traj,
     }
     run.finish(results, table)

@@ -183,86 +183,11 @@ def test_design_resumes_from_checkpoint(tmp_path, monkeypatch):
         sd.design_schedule(spec, 8, sd.samplers.DDPM(), checkpoint_dir=tmp_path)
 
 
-def _count_started(monkeypatch):
-    """Count the problems the per-eigenvalue pool starts (slots refilled)."""
-    from specdiff.design import pool as _design
-
-    real = _design._pool_step
-    count = [0]
-
-    def step(state, data, refill, *args, **kw):
-        count[0] += int(np.sum(refill))
-        return real(state, data, refill, *args, **kw)
-
-    monkeypatch.setattr(_design, "_pool_step", step)
-    return count
-
-
-def _finished_in(folder):
-    return np.load(folder / "finished.npz")["finished"]
-
-
 PE_LAM = np.array([9.0, 1.0, 0.04, 0.3, 2.5, 0.01, 0.6])
 PE_MEAN = np.array([0.1, -0.2, 0.05, 0.0, 0.3, -0.02, 0.1])
 
 
-def test_per_eigenvalue_resumes_losing_nothing_finished(tmp_path, monkeypatch):
-    """Killed right after a finished problem was saved (no pool state saved yet): the
-    rerun starts only the unfinished problems and gives the same result."""
-    monkeypatch.setattr("specdiff.design.pool.POOL_SEGMENT_ITERS", 3)
-    run = lambda **kw: sd.design_per_eigenvalue(  # noqa: E731
-        PE_LAM, 6, DDIM, mean=PE_MEAN, chunk_size=2, **kw
-    )
-    full = run()
-    from specdiff.design.checkpoint import PoolCheckpoint as _PoolCheckpoint
-
-    real = _PoolCheckpoint.save_finished
-    calls = [0]
-
-    def save_finished(self, out):
-        real(self, out)
-        calls[0] += 1
-        if calls[0] == 2:
-            raise Interrupted
-
-    with monkeypatch.context() as m:
-        m.setattr(_PoolCheckpoint, "save_finished", save_finished)
-        with pytest.raises(Interrupted):
-            run(checkpoint_dir=tmp_path, checkpoint_every=1e9)
-    done_before = _finished_in(tmp_path)
-    assert 0 < done_before.sum() < PE_LAM.size
-    started = _count_started(monkeypatch)
-    resumed = run(checkpoint_dir=tmp_path, checkpoint_every=1e9)
-    assert started[0] == PE_LAM.size - done_before.sum()  # nothing finished ran again
-    np.testing.assert_array_equal(resumed.log_snr, full.log_snr)
-    np.testing.assert_array_equal(resumed.loss, full.loss)
-    np.testing.assert_array_equal(resumed.iterations, full.iterations)
-
-
-def test_per_eigenvalue_resumes_in_flight_states(tmp_path, monkeypatch):
-    """Pool states saved every segment: the rerun continues the problems in flight
-    (their iteration counts carry on) instead of restarting them."""
-    monkeypatch.setattr("specdiff.design.pool.POOL_SEGMENT_ITERS", 3)
-    run = lambda **kw: sd.design_per_eigenvalue(  # noqa: E731
-        PE_LAM, 6, DDIM, mean=PE_MEAN, chunk_size=2, **kw
-    )
-    full = run()
-    with monkeypatch.context() as m:
-        interrupt_after_saves(m, 3)
-        with pytest.raises(Interrupted):
-            run(checkpoint_dir=tmp_path, checkpoint_every=0)
-    done_before = _finished_in(tmp_path).sum() if (tmp_path / "finished.npz").exists() else 0
-    started = _count_started(monkeypatch)
-    resumed = run(checkpoint_dir=tmp_path, checkpoint_every=0)
-    # Fewer starts than unfinished problems: the saved in-flight ones were continued.
-    assert started[0] < PE_LAM.size - done_before
-    np.testing.assert_array_equal(resumed.log_snr, full.log_snr)
-    np.testing.assert_array_equal(resumed.loss, full.loss)
-    np.testing.assert_array_equal(resumed.iterations, full.iterations)
-    with pytest.raises(ValueError, match="other arguments"):
-        sd.design_per_eigenvalue(
-            PE_LAM, 7, DDIM, mean=PE_MEAN, chunk_size=2, checkpoint_dir=tmp_path
-        )
+# Resuming a per-eigenvalue sweep: tests/design/test_per_eigenvalue_sweep.py.
 
 
 def test_per_eigenvalue_pool_width_does_not_change_the_answer():
@@ -277,7 +202,9 @@ def test_per_eigenvalue_float32_reaches_the_float64_optimum():
     reach the float64 optimum: each problem is optimised at its own scale."""
     k = np.array([100, 300, 600, 900, 1200, 1500, 1800, 2100, 2400, 2700, 3000])
     lam, mu = 20.0 / k**1.2, 0.1 * np.cos(k)
-    ref = sd.design_per_eigenvalue(lam, 100, DDIM, mean=mu, dtype="float64", max_iter=1000)
+    ref = sd.design_per_eigenvalue(  # run to convergence: no stall rule
+        lam, 100, DDIM, mean=mu, dtype="float64", max_iter=1000, stall_window=0
+    )
     assert ref.converged.all()
     f32 = sd.design_per_eigenvalue(lam.astype(np.float32), 100, DDIM, mean=mu.astype(np.float32))
     ratio = f32.loss / ref.loss
