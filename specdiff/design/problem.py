@@ -28,6 +28,11 @@ engine works in log-SNR throughout, so ᾱ → 0 and ᾱ → 1 are as well condi
 The optimiser (optax L-BFGS with zoom line search, L-BFGS with the parallel line search,
 or Adam) runs in a compiled ``lax.while_loop`` that stops at a given iteration
 (``stop_at``, traced), so the host can look in between segments without recompiling.
+
+Why this module is long: every compiled program of a design (start, segment, finish and
+the three as one) and its placement on the selected devices (``_on_devices``: spectrum
+sharded, state replicated) share the private ``_Config``/``_Data``/``_State`` types and
+the objective; split apart they would only pass those types between modules.
 """
 
 from __future__ import annotations
