@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from specdiff.core.checks import cumsum
-from specdiff.core.compose import middle_corners, propagate
+from specdiff.core.compose import middle_coefficients, propagate
 from specdiff.core.schedule import Schedule, log_alpha_sigma
 from specdiff.core.spectrum import Spectrum
 
@@ -163,11 +163,11 @@ def _log_output(lam, schedule, sampler):
     return total + log_gf, 2 * log_gf + log_v, log_a0
 
 
-def _output(lam, m, schedule, sampler, transfer: bool = False, corners=None):
-    """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``; ``corners``:
-    the general path's eigenvalue-independent step data (``_step_corners``), if computed."""
+def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
+    """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``. ``coeffs``: the
+    general path's eigenvalue-independent step data (``_step_coefficients``), if computed."""
     if not _mobius(sampler):
-        h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer, corners)
+        h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer, coeffs)
         if transfer:  # H of the process's own coordinates (SPEC §4): y_0 = α_0·y_0^σ
             la0, _ = log_alpha_sigma(schedule.log_snr[0].astype(h.dtype), schedule.process)
             return (h * jnp.exp(-la0),)
@@ -178,18 +178,23 @@ def _output(lam, m, schedule, sampler, transfer: bool = False, corners=None):
 
 
 # Elements of one (steps × eigenvalues × state²) temporary of a block: 2²⁰ float32 = 4 MiB
-# on the Möbius path; 2¹⁶ (256 KiB) on the general path, whose backward pass keeps ~10 such
-# arrays of a block live: there a block's working set stays in cache (measured at d = 3072:
-# Heun S = 1000 and DPM++ 2M S = 100 2–3× slower at 1024 and 2048 eigenvalues per block).
+# on the Möbius path. The general path's backward pass keeps ~10 (steps × block × n²)
+# arrays of a block live, so its blocks are smaller: S·n·block ≈ 2¹⁵, at least 64 (measured
+# at d = 3072, float32: Heun S = 100 fastest at 64–256 eigenvalues a block and 2× slower
+# at 512; Heun S = 1000 fastest at 64; DPM++ 2M S = 100 at 256, 2–3× slower at 1024).
 _BLOCK_ELEMENTS = 2**20
-_GENERAL_ELEMENTS = 2**16
+_GENERAL_ELEMENTS = 2**15
 
 
 def block_size(steps: int, state_size: int = 1, general: bool = False) -> int:
-    """Eigenvalues per block: a power of two, S·n²·block ≈ 2²⁰ in [256, 16384] (Möbius
-    path), or ≈ 2¹⁶ in [32, 16384] for the general path (``general``)."""
-    elements, lowest = (_GENERAL_ELEMENTS, 32) if general else (_BLOCK_ELEMENTS, 256)
-    target = elements // max(1, steps * state_size**2)
+    """Eigenvalues per block, a power of two: S·n²·block ≈ 2²⁰ in [256, 16384] (Möbius
+    path), or S·n·block ≈ 2¹⁵ in [64, 16384] for the general path (``general``)."""
+    if general:
+        target = _GENERAL_ELEMENTS // max(1, steps * state_size)
+        lowest = 64
+    else:
+        target = _BLOCK_ELEMENTS // max(1, steps * state_size**2)
+        lowest = 256
     return int(min(16384, max(lowest, 1 << max(0, target.bit_length() - 1))))
 
 
@@ -200,7 +205,7 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     and in the backward pass (which recomputes each block), so memory is
     O(block·S + d) instead of O(S·d). The spectrum is padded with λ = 1, m = 0 to a
     multiple of the block; eigenvalues are independent, so padding changes nothing. The
-    general path's eigenvalue-independent step data (``_step_corners``) is computed once,
+    general path's eigenvalue-independent step data (``_step_coefficients``) is computed once,
     before the loop over blocks.
     """
     d = lam.shape[0]
@@ -212,9 +217,9 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     pad = nb * block - d
     lam_p = jnp.concatenate([lam, jnp.ones((pad,), lam.dtype)]).reshape(nb, block)
     m_p = jnp.concatenate([m, jnp.zeros((pad,), m.dtype)]).reshape(nb, block)
-    corners = None if _mobius(sampler) else _step_corners(lam, schedule, sampler)
+    coeffs = None if _mobius(sampler) else _step_coefficients(lam, schedule, sampler)
     body = jax.checkpoint(lambda lm, sch, cn: _output(lm[0], lm[1], sch, sampler, transfer, cn))
-    out = jax.lax.map(lambda lm: body(lm, schedule, corners), (lam_p, m_p))
+    out = jax.lax.map(lambda lm: body(lm, schedule, coeffs), (lam_p, m_p))
     return tuple(o.reshape(-1)[:d] for o in out)
 
 
@@ -350,13 +355,13 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
     return jnp.concatenate([s, jnp.zeros((1,), s.dtype)])
 
 
-def _step_corners(lam, schedule, sampler):
-    """The eigenvalue-independent part of the general path (``compose.middle_corners``)."""
+def _step_coefficients(lam, schedule, sampler):
+    """The eigenvalue-independent part of the general path (``compose.middle_coefficients``)."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
-    return middle_corners(sampler, sigmas_with_zero(schedule, dtype))
+    return middle_coefficients(sampler, sigmas_with_zero(schedule, dtype))
 
 
-def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False, corners=None):
+def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False, coeffs=None):
     """Centred moments by composing the steps' affine maps over the schedule.
 
     The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates, with mean E
@@ -372,11 +377,11 @@ def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False,
     d = lam.shape[0]
     if transfer:
         h0 = jnp.zeros((n, d), dtype).at[0].set(1.0)
-        h, _ = propagate(sampler, lam, sig, (h0, None), corners=corners)
+        h, _ = propagate(sampler, lam, sig, (h0, None), coefficients=coeffs)
         return h[0], None, None, None
     e0 = jnp.zeros((n, d), dtype).at[0].set(-m)
     p0 = jnp.zeros((n, n, d), dtype).at[0, 0].set(start_variance(schedule).astype(dtype))
-    out = propagate(sampler, lam, sig, (e0, p0), trajectory=trajectory, corners=corners)
+    out = propagate(sampler, lam, sig, (e0, p0), trajectory=trajectory, coefficients=coeffs)
     # A variance that is 0 in exact arithmetic (λ → 0) can come out as −1e-23 after the
     # products; clamp it to the smallest normal number (the closed-form path's exp(log var)
     # is never negative), so √var and its gradient in the divergences stay finite.
