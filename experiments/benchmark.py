@@ -4,6 +4,7 @@ the same run.
   python -m experiments.benchmark                 # everything
   python -m experiments.benchmark --only engine   # one section
   python -m experiments.benchmark --quick         # small sizes (CI smoke test)
+  python -m experiments.benchmark --only samplers --dims 3072,49152,786432
 
 Writes results/benchmark/results.json and table.md.
 """
@@ -112,6 +113,12 @@ def main(argv=None):
     p = parser("benchmark", __doc__)
     p.add_argument("--only", choices=SECTIONS, default=None)
     p.add_argument("--quick", action="store_true", help="small sizes, for the CI smoke test")
+    p.add_argument(
+        "--dims",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        default=None,
+        help="eigenvalue counts of the samplers section, e.g. 3072,49152,786432",
+    )
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # float64 rows need it; float32 rows stay float32
     run = Run("benchmark", args)
@@ -121,7 +128,9 @@ def main(argv=None):
     if args.only in (None, "samplers"):
         from experiments import _bench_samplers
 
-        rows += _bench_samplers.bench_samplers(args.quick, median_time, benchmark_spectrum)
+        rows += _bench_samplers.bench_samplers(
+            args.quick, median_time, benchmark_spectrum, args.dims
+        )
     if args.only in (None, "memory"):
         from experiments import _bench_memory
 

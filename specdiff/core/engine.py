@@ -1,16 +1,25 @@
-"""Closed-form spectral transfer functions and output moments (SPEC §3–4).
+"""Closed-form spectral transfer functions and output moments (SPEC §3–4, §11).
 
-For a schedule with levels L_0 … L_{S−1} (the final step to clean data implicit), step k
-maps the centred state per eigenvalue as y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
+Two paths. DDIM/DDPM (``sampler.mobius``): for a schedule with levels L_0 … L_{S−1} (the
+final step to clean data implicit), step k maps the centred state per eigenvalue as
+y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
 
     H(λ)        = ∏_k g_k(λ)
     E[y_S]      = H·E[y_0]
     Var[y_S]    = H²·Var[y_0] + Σ_k σ_k²·∏_{j>k} g_j²
 
-Everything is evaluated in log space over a (steps × eigenvalues) array: one fused pass,
-no loop over steps or eigenvalues, no underflow for large S, and finite gradients with
-respect to the log-SNR levels everywhere inside the domain. The final step (to clean)
-has σ = 0 and is kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
+evaluated in log space over a (steps × eigenvalues) array: one fused pass, no loop over
+steps or eigenvalues, no underflow for large S, and finite gradients with respect to the
+log-SNR levels everywhere inside the domain. The final step (to clean) has σ = 0 and is
+kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
+
+Every other sampler (SPEC §11): the state s = (y, history) maps as s' = A_k s + B_k z_k,
+and ``core.compose`` composes those maps: the steady steps' maps all at once (from the
+sampler's own step, vmapped over the step index; a step that calls the denoiser more than
+once as a polynomial in its gains γ(σ_j), whose coefficients come from the step run on
+scalars, once per schedule), reduced by a pairwise tree (an associative scan for
+trajectories); the warm-up steps and the last step apart. Both paths run over blocks of
+eigenvalues (``_blocked_output``), so no (steps × d) temporary is ever live.
 """
 
 from __future__ import annotations

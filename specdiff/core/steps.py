@@ -4,7 +4,8 @@ Step i of an S-step run is called with a static ``order = min(i, warmup)`` (the 
 valid history entries of a multistep sampler) and a static ``last = (i == S − 1)``. The
 warm-up steps (i < warmup) are unrolled, the steady steps warmup ≤ i < S − 1 run in one
 ``lax.scan`` with a traced ``i``, and the last step is unrolled: one compiled body per
-distinct (order, last), whatever S is.
+distinct (order, last), whatever S is. ``step_plan`` names that split; the engine's
+vectorised composition (``core.compose``) follows it too.
 """
 
 from __future__ import annotations
