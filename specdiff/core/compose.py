@@ -30,14 +30,7 @@ import jax.numpy as jnp
 
 from specdiff.core.steps import step_plan
 
-__all__ = [
-    "compose",
-    "gain_coefficients",
-    "middle_coefficients",
-    "propagate",
-    "reduce_maps",
-    "step_maps",
-]
+__all__ = ["compose", "corner_columns", "middle_corners", "propagate", "reduce_maps", "step_maps"]
 
 
 def _mm(a, b):
@@ -102,137 +95,115 @@ def _count_calls(sampler, sigmas, i, order, last):
     return len(calls)
 
 
-def gain_coefficients(sampler, sigmas, i, *, order: int, last: bool, calls: int):
-    """The step's [A | B] as a polynomial in its denoiser gains, and the gains' σ.
+def corner_columns(sampler, sigmas, i, *, order: int, last: bool, calls: int):
+    """The step's [A | B] at the corners of its denoiser gains, and the gains' σ.
 
     Run the step with the j-th denoiser call replaced by D_j(x) = t_j·x: its columns are
     multilinear in t = (t_1 … t_E) (each call multiplies its input once; the step is linear
-    in x, the denoised values and z), so [A | B] = Σ_T C_T ∏_{j∈T} t_j over the subsets T.
-    C_T = ∂^|T| [A | B]/∂t_T at t = 0, by nested forward-mode derivatives (exact, and
-    without the cancellation of differences of corner values: a step x + d·dt keeps its
-    1 + O(h) form). Returns C (2^E, n, n + q), C[T] for the subset with bits T, and
-    s (E,), the σ of each call. Under the Gaussian denoiser t_j = γ(s_j) = λ/(λ + s_j²).
+    in x, the denoised values and z). Returns F (2^E, n, n + q), F[T] at t_j = bit j of T,
+    and s (E,), the σ of each call. Under the Gaussian denoiser t_j = γ(s_j) = λ/(λ + s_j²).
     """
     n, q = sampler.state_size, sampler.noise_dim
     dtype = sigmas.dtype
-    seen = []
+    corners = (jnp.arange(2**calls)[:, None] >> jnp.arange(calls)) & 1
 
-    def run(t):
-        seen.clear()
+    def run(t, unit):
+        seen = []
 
         def denoise(x, sigma):
             seen.append(jnp.asarray(sigma, dtype))
             return t[len(seen) - 1] * x
 
-        def column(unit):
-            x, hist = sampler.step(
-                denoise,
-                unit[0],
-                tuple(unit[1:n]),
-                tuple(unit[n:]),
-                sigmas,
-                i,
-                order=order,
-                last=last,
-            )
-            return jnp.stack([x, *hist])
+        s = unit[:n]
+        x, hist = sampler.step(
+            denoise, s[0], tuple(s[1:]), tuple(unit[n:]), sigmas, i, order=order, last=last
+        )
+        return jnp.stack([x, *hist]), jnp.stack(seen) if seen else jnp.zeros((0,), dtype)
 
-        return jax.vmap(column, out_axes=1)(jnp.eye(n + q, dtype=dtype))  # (n, n + q)
-
-    def derivative(fun, j):
-        return lambda t: jax.jvp(fun, (t,), (jnp.zeros(calls, dtype).at[j].set(1.0),))[1]
-
-    zero = jnp.zeros(calls, dtype)
-    coeffs = []
-    for subset in range(2**calls):
-        fun = run
-        for j in range(calls):
-            if (subset >> j) & 1:
-                fun = derivative(fun, j)
-        coeffs.append(fun(zero))
-    run(zero)  # the calls' σ (primal values)
-    s = jnp.stack(seen) if seen else jnp.zeros((0,), dtype)
-    return jnp.stack(coeffs), s
+    units = jnp.eye(n + q, dtype=dtype)
+    cols = jax.vmap(run, in_axes=(None, 0), out_axes=(1, None))  # over unit columns
+    f, s = jax.vmap(cols, in_axes=(0, None), out_axes=(0, None))(corners.astype(dtype), units)
+    return f, s
 
 
 def _gains(s, lam):
-    """[(γ_j, r_j)] per call j, each (…, d): γ = λ r, r = 1/(λ + s²)."""
+    """[(γ_j, 1 − γ_j, r_j)] per call j, each (…, d): γ = λ r, 1 − γ = s² r, r = 1/(λ + s²)."""
     out = []
     for j in range(s.shape[-1]):
-        r = 1.0 / (lam + s[..., j, None] ** 2)
-        out.append((lam * r, r))
+        s2 = s[..., j, None] ** 2
+        r = 1.0 / (lam + s2)
+        out.append((lam * r, s2 * r, r))
     return out
 
 
-def _weights(gains, subset: int, skip: int = -1):
-    """∏_{j ∈ subset, j ≠ skip} γ_j, or 1.0 without factors."""
+def _weights(gains, corner: int, skip: int = -1):
+    """∏_{j ≠ skip} (γ_j if bit j of ``corner`` else 1 − γ_j), or 1.0 without factors."""
     w = 1.0
-    for j, (g, _) in enumerate(gains):
-        if j != skip and (subset >> j) & 1:
-            w = w * g
+    for j, (g, rest, _) in enumerate(gains):
+        if j != skip:
+            w = w * (g if (corner >> j) & 1 else rest)
     return w
 
 
 @jax.custom_vjp
-def _polynomial(c, s, lam):
-    """Σ_T C[T]·∏_{j∈T} γ_j, γ_j = λ/(λ + s_j²).
+def _interpolate(f, s, lam):
+    """Σ_T F[T]·∏_{j∈T} γ_j ∏_{j∉T} (1 − γ_j), γ_j = λ/(λ + s_j²).
 
-    c: (M, 2^E, n, m) coefficients; s: (M, E) the calls' σ; lam: (d,). Returns
-    (M, n, m, d). The backward pass is written out (sums over the eigenvalue axis of single
-    products): the autodiff transpose measured ~15× slower on CPU (its fused reductions
-    read several materialised broadcasts).
+    f: (M, 2^E, n, m) corners; s: (M, E) the calls' σ; lam: (d,). Returns (M, n, m, d): a
+    convex combination of the corners, exact for a step multilinear in its gains. The
+    backward pass is written out (sums over the eigenvalue axis of single products): the
+    autodiff transpose measured ~15× slower on CPU (its fused reductions read several
+    materialised broadcasts).
     """
     gains = _gains(s, lam)
     out = 0.0
-    # The gain terms first, C_∅ (≈ 1 for a small step) last: one rounding of an O(1) sum.
-    for subset in reversed(range(c.shape[1])):
-        w = jnp.broadcast_to(_weights(gains, subset), (c.shape[0], lam.shape[0]))
-        out = out + c[:, subset, :, :, None] * w[:, None, None, :]
+    for corner in range(f.shape[1]):
+        w = jnp.broadcast_to(_weights(gains, corner), (f.shape[0], lam.shape[0]))
+        out = out + f[:, corner, :, :, None] * w[:, None, None, :]
     return out
 
 
-def _polynomial_fwd(c, s, lam):
-    return _polynomial(c, s, lam), (c, s, lam)
+def _interpolate_fwd(f, s, lam):
+    return _interpolate(f, s, lam), (f, s, lam)
 
 
-def _polynomial_bwd(res, ct):
-    c, s, lam = res
+def _interpolate_bwd(res, ct):
+    f, s, lam = res
     gains = _gains(s, lam)
-    n, m = c.shape[2:]
-    pairs = [(a, b) for a in range(n) for b in range(m)]
-    ct_c, ct_w = [], []
-    for subset in range(c.shape[1]):
-        w = jnp.broadcast_to(_weights(gains, subset), (c.shape[0], lam.shape[0]))
+    ct_f, ct_w = [], []
+    for corner in range(f.shape[1]):
+        w = jnp.broadcast_to(_weights(gains, corner), (f.shape[0], lam.shape[0]))
+        n, m = f.shape[2:]
+        pairs = [(a, b) for a in range(n) for b in range(m)]
         # Per entry (a, b): products and one sum each (batched dots over these tiny
         # dimensions and fused multi-input reductions both measured several times slower).
         dots = [jnp.einsum("kd,kd->k", ct[:, a, b], w) for a, b in pairs]
-        ct_c.append(jnp.stack(dots, -1).reshape(c.shape[0], n, m))
-        ct_w.append(sum(ct[:, a, b] * c[:, subset, a, b, None] for a, b in pairs))  # ∂L/∂w_T
+        ct_f.append(jnp.stack(dots, -1).reshape(f.shape[0], n, m))
+        ct_w.append(sum(ct[:, a, b] * f[:, corner, a, b, None] for a, b in pairs))  # ∂L/∂w_T
     ct_s, ct_lam = [], jnp.zeros_like(lam)
-    for j, (g, r) in enumerate(gains):
-        # ∂w_T/∂γ_j = ∏_{i∈T, i≠j} γ_i where j ∈ T, else 0.
+    for j, (g, rest, r) in enumerate(gains):
+        # ∂w_T/∂γ_j = ±∏_{i≠j}: + where bit j of T is set (γ_j), − where not (1 − γ_j).
         ct_g = sum(
-            cw * _weights(gains, subset, skip=j)
-            for subset, cw in enumerate(ct_w)
-            if (subset >> j) & 1
+            (1 if (corner >> j) & 1 else -1) * c * _weights(gains, corner, skip=j)
+            for corner, c in enumerate(ct_w)
         )
-        u = ct_g * r  # ∂γ/∂λ = s² r² = s² r·r, ∂γ/∂s = −2 s λ r² = −2 s γ r
+        u = ct_g * r  # ∂γ/∂λ = s² r² = (1 − γ) r, ∂γ/∂s = −2 s λ r² = −2 s γ r
         ct_s.append(-2.0 * s[:, j] * jnp.sum(u * g, axis=-1))
-        ct_lam = ct_lam + jnp.sum(u * (s[:, j, None] ** 2 * r), axis=0)
+        ct_lam = ct_lam + jnp.sum(u * rest, axis=0)
     ct_s = jnp.stack(ct_s, -1) if ct_s else jnp.zeros_like(s)
-    return jnp.stack(ct_c, 1), ct_s, ct_lam
+    return jnp.stack(ct_f, 1), ct_s, ct_lam
 
 
-_polynomial.defvjp(_polynomial_fwd, _polynomial_bwd)
+_interpolate.defvjp(_interpolate_fwd, _interpolate_bwd)
 
 
-def middle_coefficients(sampler, sigmas):
-    """The steady steps' (C (M, 2^E, n, n + q), s (M, E)) (``gain_coefficients``), or None.
+def middle_corners(sampler, sigmas):
+    """The steady steps' corners (F (M, 2^E, n, n + q), s (M, E)), or None.
 
     Independent of the eigenvalues: computed once, outside any loop over eigenvalue blocks.
     None without steady steps, and for a step with a single denoiser call: there the step
     run over the eigenvalues is already one gain deep, and its own autodiff measured about
-    twice as fast on CPU as the polynomial's (E ≥ 2, e.g. Heun: ~2.5× slower).
+    twice as fast on CPU as the interpolation's (E ≥ 2, e.g. Heun: ~2.5× slower).
     """
     _, middle, _ = step_plan(sigmas.shape[0] - 1, sampler.history)
     if middle is None:
@@ -243,21 +214,21 @@ def middle_coefficients(sampler, sigmas):
         return None
 
     def one(i):
-        return gain_coefficients(sampler, sigmas, i, order=order, last=False, calls=calls)
+        return corner_columns(sampler, sigmas, i, order=order, last=False, calls=calls)
 
     return jax.vmap(one)(jnp.arange(start, stop, dtype=jnp.int32))
 
 
-def step_maps(sampler, lam, sigmas, coefficients=None):
+def step_maps(sampler, lam, sigmas, corners=None):
     """(A (M, n, n, d), Q (M, n, n, d) or None) of the steady steps.
 
-    With ``coefficients`` (``middle_coefficients``: the step's polynomial in its denoiser
-    gains, from the step run on scalars) the maps for every eigenvalue are that polynomial
-    at the gains γ(λ); without, ``sampler.affine_columns`` under ``vmap`` over the traced
-    step index.
+    With ``corners`` (``middle_corners``: the step run once per step and corner of its
+    denoiser gains, on scalars) the maps for every eigenvalue are the multilinear
+    interpolation of those corners at the gains γ(λ); without, ``sampler.affine_columns``
+    under ``vmap`` over the traced step index.
     """
     n = sampler.state_size
-    if coefficients is None:
+    if corners is None:
         _, (start, stop, order), _ = step_plan(sigmas.shape[0] - 1, sampler.history)
 
         def one(i):
@@ -265,10 +236,10 @@ def step_maps(sampler, lam, sigmas, coefficients=None):
 
         a, b = jax.vmap(one)(jnp.arange(start, stop, dtype=jnp.int32))
         return a, _noise_cov(b)
-    c, s = coefficients
-    lam = lam.astype(c.dtype)
-    a = _polynomial(c[..., :n], s, lam)  # A and B apart: no slices of one output
-    return a, (_noise_cov(_polynomial(c[..., n:], s, lam)) if c.shape[-1] > n else None)
+    f, s = corners
+    lam = lam.astype(f.dtype)
+    a = _interpolate(f[..., :n], s, lam)  # A and B apart: no slices of one output
+    return a, (_noise_cov(_interpolate(f[..., n:], s, lam)) if f.shape[-1] > n else None)
 
 
 def _apply(maps, state):
@@ -282,7 +253,7 @@ def _apply(maps, state):
     return e, p if q is None else p + q
 
 
-def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, coefficients=None):
+def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, corners=None):
     """Moments of the state after all S = len(sigmas) − 1 steps (SPEC §11).
 
     Args:
@@ -291,7 +262,7 @@ def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, coeffici
       state: (E (n, d), P (n, n, d) or None): the start mean (or, for the transfer
         function, the start response) and covariance; P None propagates E alone.
       trajectory: also return the states after every step, stacked on a new axis 0.
-      coefficients: ``middle_coefficients(sampler, sigmas)`` if already computed.
+      corners: ``middle_corners(sampler, sigmas)`` if already computed.
 
     Returns:
       The final (E, P), or (final, (Es (S, n, d), Ps (S, n, n, d) or None)).
@@ -308,9 +279,9 @@ def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, coeffici
     for i, order, last in head:
         state = single(state, i, order, last)
     if middle is not None:
-        if coefficients is None:
-            coefficients = middle_coefficients(sampler, sigmas)
-        a, q = step_maps(sampler, lam, sigmas, coefficients)
+        if corners is None:
+            corners = middle_corners(sampler, sigmas)
+        a, q = step_maps(sampler, lam, sigmas, corners)
         q = q if state[1] is not None else None
         if not trajectory:
             state = _apply(reduce_maps((a, q)), state)

@@ -16,8 +16,8 @@ kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
 Every other sampler (SPEC §11): the state s = (y, history) maps as s' = A_k s + B_k z_k,
 and ``core.compose`` composes those maps: the steady steps' maps all at once (from the
 sampler's own step, vmapped over the step index; a step that calls the denoiser more than
-once as a polynomial in its gains γ(σ_j), whose coefficients come from the step run on
-scalars, once per schedule), reduced by a pairwise tree (an associative scan for
+once as the multilinear interpolation, at its gains γ(σ_j), of the step run on scalars at
+the corners γ_j ∈ {0, 1}, once per schedule), reduced by a pairwise tree (an associative scan for
 trajectories); the warm-up steps and the last step apart. Both paths run over blocks of
 eigenvalues (``_blocked_output``), so no (steps × d) temporary is ever live.
 """
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from specdiff.core.checks import cumsum
-from specdiff.core.compose import middle_coefficients, propagate
+from specdiff.core.compose import middle_corners, propagate
 from specdiff.core.schedule import Schedule, log_alpha_sigma
 from specdiff.core.spectrum import Spectrum
 
@@ -174,7 +174,7 @@ def _log_output(lam, schedule, sampler):
 
 def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
     """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``. ``coeffs``: the
-    general path's eigenvalue-independent step data (``_step_coefficients``), if computed."""
+    general path's eigenvalue-independent step data (``_step_corners``), if computed."""
     if not _mobius(sampler):
         h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer, coeffs)
         if transfer:  # H of the process's own coordinates (SPEC §4): y_0 = α_0·y_0^σ
@@ -214,7 +214,7 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     and in the backward pass (which recomputes each block), so memory is
     O(block·S + d) instead of O(S·d). The spectrum is padded with λ = 1, m = 0 to a
     multiple of the block; eigenvalues are independent, so padding changes nothing. The
-    general path's eigenvalue-independent step data (``_step_coefficients``) is computed once,
+    general path's eigenvalue-independent step data (``_step_corners``) is computed once,
     before the loop over blocks.
     """
     d = lam.shape[0]
@@ -226,7 +226,7 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     pad = nb * block - d
     lam_p = jnp.concatenate([lam, jnp.ones((pad,), lam.dtype)]).reshape(nb, block)
     m_p = jnp.concatenate([m, jnp.zeros((pad,), m.dtype)]).reshape(nb, block)
-    coeffs = None if _mobius(sampler) else _step_coefficients(lam, schedule, sampler)
+    coeffs = None if _mobius(sampler) else _step_corners(lam, schedule, sampler)
     body = jax.checkpoint(lambda lm, sch, cn: _output(lm[0], lm[1], sch, sampler, transfer, cn))
     out = jax.lax.map(lambda lm: body(lm, schedule, coeffs), (lam_p, m_p))
     return tuple(o.reshape(-1)[:d] for o in out)
@@ -364,10 +364,10 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
     return jnp.concatenate([s, jnp.zeros((1,), s.dtype)])
 
 
-def _step_coefficients(lam, schedule, sampler):
-    """The eigenvalue-independent part of the general path (``compose.middle_coefficients``)."""
+def _step_corners(lam, schedule, sampler):
+    """The eigenvalue-independent part of the general path (``compose.middle_corners``)."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
-    return middle_coefficients(sampler, sigmas_with_zero(schedule, dtype))
+    return middle_corners(sampler, sigmas_with_zero(schedule, dtype))
 
 
 def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False, coeffs=None):
@@ -386,11 +386,11 @@ def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False,
     d = lam.shape[0]
     if transfer:
         h0 = jnp.zeros((n, d), dtype).at[0].set(1.0)
-        h, _ = propagate(sampler, lam, sig, (h0, None), coefficients=coeffs)
+        h, _ = propagate(sampler, lam, sig, (h0, None), corners=coeffs)
         return h[0], None, None, None
     e0 = jnp.zeros((n, d), dtype).at[0].set(-m)
     p0 = jnp.zeros((n, n, d), dtype).at[0, 0].set(start_variance(schedule).astype(dtype))
-    out = propagate(sampler, lam, sig, (e0, p0), trajectory=trajectory, coefficients=coeffs)
+    out = propagate(sampler, lam, sig, (e0, p0), trajectory=trajectory, corners=coeffs)
     # A variance that is 0 in exact arithmetic (λ → 0) can come out as −1e-23 after the
     # products; clamp it to the smallest normal number (the closed-form path's exp(log var)
     # is never negative), so √var and its gradient in the divergences stay finite.

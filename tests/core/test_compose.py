@@ -1,6 +1,6 @@
 """The general path's vectorised composition (``core.compose``) against the plain sequential
 loop of the same steps: every sampler, S = 1, 2 and odd S, outputs, trajectories and
-transfer functions; the tree, the polynomial in the denoiser gains and its written-out VJP
+transfer functions; the tree, the interpolation in the denoiser gains and its written-out VJP
 each against their direct definitions."""
 
 import jax
@@ -52,7 +52,7 @@ def test_composed_equals_sequential(case):
             # VE: α = 1, so the trajectory rows are σ-coordinate variances. Round-off is
             # relative to the largest entry or 1 (the scale of m and of H), as in
             # test_reference; S = 2 (one step 80 → 0.002) of DPM-2 ancestral, whose gain
-            # polynomial's terms nearly cancel, gives H ≈ 0.99 to 1.7e-10.
+            # maps nearly cancel, gives H ≈ 0.99 to ~1e-10.
             scale = max(float(jnp.abs(want).max()), 1.0)
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * scale)
 
@@ -86,8 +86,9 @@ def test_tree_equals_sequential_composition(count, noisy):
 
 
 @pytest.mark.parametrize("case", GENERAL, ids=case_id)
-def test_gain_polynomial_equals_affine_columns(case):
-    """Σ_T C_T ∏_{j∈T} γ_j at γ_j = λ/(λ + s_j²) is the step's [A | B] for every λ."""
+def test_gain_interpolation_equals_affine_columns(case):
+    """Σ_T F_T ∏_{j∈T} γ_j ∏_{j∉T} (1 − γ_j), γ_j = λ/(λ + s_j²), F_T the step at the
+    corners of its gains, is the step's [A | B] for every λ."""
     sampler = sampler_of(case)
     sch = karras(6, "vp")
     sig = sigmas_with_zero(sch)
@@ -95,25 +96,25 @@ def test_gain_polynomial_equals_affine_columns(case):
     n = sampler.state_size
     i, order = 4, min(4, sampler.history)
     calls = compose._count_calls(sampler, sig, i, order, False)
-    c, s = compose.gain_coefficients(sampler, sig, i, order=order, last=False, calls=calls)
-    ab = compose._polynomial(c[None], s[None], lam)[0]
+    c, s = compose.corner_columns(sampler, sig, i, order=order, last=False, calls=calls)
+    ab = compose._interpolate(c[None], s[None], lam)[0]
     a, b = sampler.affine_columns(lam, sig, i, order=order, last=False)
     np.testing.assert_allclose(ab[:, :n], a, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ab[:, n:], b, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("calls", [0, 1, 2, 3])
-def test_polynomial_vjp_equals_numerical(calls):
+def test_interpolation_vjp_equals_numerical(calls):
     """The written-out backward pass against finite differences (λ = 0 included)."""
     key = jax.random.key(calls)
     c = jax.random.normal(key, (4, 2**calls, 2, 3))
     s = 0.5 + jax.random.uniform(jax.random.fold_in(key, 1), (4, calls))
     lam = jnp.concatenate([jnp.zeros(1), jnp.logspace(-2, 1, 4)])
-    check_grads(compose._polynomial, (c, s, lam), order=1, modes=["rev"])
+    check_grads(compose._interpolate, (c, s, lam), order=1, modes=["rev"])
 
 
 def test_general_output_gradients_match_sequential():
-    """value+grad in the log-SNR levels through the polynomial (churned Heun: two gains and
+    """value+grad in the log-SNR levels through the interpolation (churned Heun: two gains and
     a noise) and the tree, against the sequential loop's."""
     sampler = sd.samplers.from_name("heun", s_churn=2.0, s_tmin=0.05, s_tmax=10.0)
     lam, m = jnp.asarray(np.logspace(-3, 2, 37)), jnp.linspace(-1.0, 1.0, 37)
