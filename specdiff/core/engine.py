@@ -13,13 +13,11 @@ steps or eigenvalues, no underflow for large S, and finite gradients with respec
 log-SNR levels everywhere inside the domain. The final step (to clean) has σ = 0 and is
 kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
 
-Every other sampler (SPEC §11): the state s = (y, history) maps as s' = A_k s + B_k z_k,
-and ``core.compose`` composes those maps: the steady steps' maps all at once (from the
-sampler's own step, vmapped over the step index; a step that calls the denoiser more than
-once as the multilinear interpolation, at its gains γ(σ_j), of the step run on scalars at
-the corners γ_j ∈ {0, 1}, once per schedule), reduced by a pairwise tree (an associative scan for
-trajectories); the warm-up steps and the last step apart. Both paths run over blocks of
-eigenvalues (``_blocked_output``), so no (steps × d) temporary is ever live.
+Every other sampler (SPEC §11): s = (y, history) maps as s' = A_k s + B_k z_k, composed by
+``core.compose``: all steady steps' maps at once (the sampler's own step vmapped over the
+step index; a step with several denoiser calls interpolated at its gains γ(σ_j) from the
+step run on scalars), reduced by a pairwise tree (an associative scan for trajectories).
+Both paths run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
 """
 
 from __future__ import annotations
@@ -186,11 +184,9 @@ def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
     return (h,) if transfer else (m - h * jnp.exp(log_a0) * m, jnp.exp(log_var))
 
 
-# Elements of one (steps × eigenvalues × state²) temporary of a block: 2²⁰ float32 = 4 MiB
-# on the Möbius path. The general path's backward pass keeps ~10 (steps × block × n²)
-# arrays of a block live, so its blocks are smaller: S·n·block ≈ 2¹⁵, at least 64 (measured
-# at d = 3072, float32: Heun S = 100 fastest at 64–256 eigenvalues a block and 2× slower
-# at 512; Heun S = 1000 fastest at 64; DPM++ 2M S = 100 at 256, 2–3× slower at 1024).
+# Elements of one (steps × block × state²) temporary: 2²⁰ float32 = 4 MiB on the Möbius path;
+# the general path keeps ~10 such arrays live in its reverse pass, so S·n·block ≈ 2¹⁵ there
+# (d = 3072, float32: Heun S = 100/1000 fastest at 64–256, DPM++ 2M S = 100 at 256 a block).
 _BLOCK_ELEMENTS = 2**20
 _GENERAL_ELEMENTS = 2**15
 
@@ -198,12 +194,10 @@ _GENERAL_ELEMENTS = 2**15
 def block_size(steps: int, state_size: int = 1, general: bool = False) -> int:
     """Eigenvalues per block, a power of two: S·n²·block ≈ 2²⁰ in [256, 16384] (Möbius
     path), or S·n·block ≈ 2¹⁵ in [64, 16384] for the general path (``general``)."""
+    target = _BLOCK_ELEMENTS // max(1, steps * state_size**2)
+    lowest = 256
     if general:
-        target = _GENERAL_ELEMENTS // max(1, steps * state_size)
-        lowest = 64
-    else:
-        target = _BLOCK_ELEMENTS // max(1, steps * state_size**2)
-        lowest = 256
+        target, lowest = _GENERAL_ELEMENTS // max(1, steps * state_size), 64
     return int(min(16384, max(lowest, 1 << max(0, target.bit_length() - 1))))
 
 
@@ -364,8 +358,7 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
     return jnp.concatenate([s, jnp.zeros((1,), s.dtype)])
 
 
-def _step_corners(lam, schedule, sampler):
-    """The eigenvalue-independent part of the general path (``compose.middle_corners``)."""
+def _step_corners(lam, schedule, sampler):  # the general path's λ-independent part
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     return middle_corners(sampler, sigmas_with_zero(schedule, dtype))
 
