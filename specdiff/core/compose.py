@@ -6,21 +6,31 @@ two steps compose associatively:
 
     (A₁, Q₁) then (A₂, Q₂) = (A₂·A₁, A₂·Q₁·A₂ᵀ + Q₂).
 
-So instead of a sequential loop over S steps (S small dependent kernels per block, each
-too small to keep a core busy, and the same again in the backward pass), the maps of all
-steady steps are computed in one batch (``sampler.affine_columns`` under ``vmap`` over the
-traced step index: elementwise arrays of shape (steps, n, n, eigenvalues)) and reduced
-pairwise in ⌈log₂ S⌉ levels of elementwise products; ``trajectory`` uses
-``lax.associative_scan`` with the same composition. The warm-up steps and the last step
-(their own static ``order`` / ``last``, as ``steps.step_plan``) are applied to the state
-apart. Matrices keep their two small axes first and the batch axes last, and products
-are written as broadcast sums over the small axis, which XLA fuses into single
-elementwise passes (n ≤ 4, far too small for a matrix-product kernel). A deterministic
-sampler (noise_dim = 0) carries no Q at all.
+So instead of a sequential loop over S steps (S small dependent kernels per block, and as
+many again in the reverse pass), the maps of all steady steps are computed in one batch,
+arrays of shape (steps, n, n, eigenvalues), and reduced pairwise in ⌈log₂ S⌉ levels of
+elementwise products; ``trajectory`` uses ``lax.associative_scan`` with the same
+composition. The warm-up steps and the last step (their own static ``order`` / ``last``,
+as ``steps.step_plan``) are applied to the state apart. Products over the small axes are
+written as sums of broadcast products (n ≤ 4: far too small for a matrix-product kernel);
+the step axis is paired by reshapes (strided slices' transposes measured several times
+slower). A deterministic sampler (noise_dim = 0) carries no Q.
+
+The batch of maps: ``sampler.affine_columns`` under ``vmap`` over the traced step index,
+or, for a step that calls the denoiser E ≥ 2 times (Heun, DPM-2, …), the step run once per
+step on scalars with its j-th call replaced by t_j·x at the 2^E corners t ∈ {0, 1}^E
+(``corner_columns``, independent of λ, so computed once per schedule), then interpolated
+multilinearly at t_j = γ(σ_j) = λ/(λ + σ_j²) for every eigenvalue (``_interpolate``, exact:
+the step is linear in x, z and each denoised value, so multilinear in t), with a
+written-out reverse pass. On CPU this measured ~2.5× faster than differentiating Heun's
+step over the eigenvalues; for E = 1 the step itself was faster.
 
 Round-off: the tree multiplies contiguous runs of steps, as the sequential loop's running
 state does; each run's product is bounded by the gains' telescoping limits (σ'/σ below,
-α'/α above), so nothing overflows in float32 over thousands of steps.
+α'/α above), so nothing overflows in float32 over thousands of steps. The interpolation
+rounds a step's A ≈ 1 a few times more than the step's own x + d·dt form: float32 W2 of
+Heun at S = 1000 is ~1e-3 from float64 (the sequential scan's ~2e-4); float64 agrees to
+round-off.
 """
 
 from __future__ import annotations
