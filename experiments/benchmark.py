@@ -4,6 +4,7 @@ same run, with the spread over repeats and the machine it ran on.
   python -m experiments.benchmark                   # everything (run it on a quiet machine)
   python -m experiments.benchmark --only scaling    # one section
   python -m experiments.benchmark --quick           # small sizes (CI smoke test)
+  python -m experiments.benchmark --only samplers --dims 3072,49152,786432
 
 Sections: engine, samplers, memory, design, scaling (d × S grid: time, peak memory and the
 memory-bandwidth bound), cold (process start-up against plain JAX). Times are medians with
@@ -339,7 +340,9 @@ def _sections(args) -> list[dict]:
     if want("engine"):
         rows += bench_engine(args.quick)
     if want("samplers"):
-        rows += _bench_samplers.bench_samplers(args.quick, median_time, benchmark_spectrum)
+        rows += _bench_samplers.bench_samplers(
+            args.quick, median_time, benchmark_spectrum, args.dims
+        )
     if want("memory"):
         rows += _bench_memory.bench_memory(args.quick, timing, benchmark_spectrum)
     if want("design"):
@@ -366,6 +369,9 @@ def main(argv=None):
     p = parser("benchmark", __doc__)
     p.add_argument("--only", choices=SECTIONS, default=None)
     p.add_argument("--quick", action="store_true", help="small sizes, for the CI smoke test")
+    p.add_argument(
+        "--dims", type=_int_list, default=None, help="samplers: d list, e.g. 3072,49152,786432"
+    )
     p.add_argument("--scaling-d", type=_int_list, default=None, help="scaling: d list, e.g. 3072")
     p.add_argument("--scaling-s", type=_int_list, default=None, help="scaling: S list, e.g. 10")
     args = p.parse_args(argv)

@@ -1,16 +1,23 @@
-"""Closed-form spectral transfer functions and output moments (SPEC §3–4).
+"""Closed-form spectral transfer functions and output moments (SPEC §3–4, §11).
 
-For a schedule with levels L_0 … L_{S−1} (the final step to clean data implicit), step k
-maps the centred state per eigenvalue as y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
+Two paths. DDIM/DDPM (``sampler.mobius``): for a schedule with levels L_0 … L_{S−1} (the
+final step to clean data implicit), step k maps the centred state per eigenvalue as
+y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
 
     H(λ)        = ∏_k g_k(λ)
     E[y_S]      = H·E[y_0]
     Var[y_S]    = H²·Var[y_0] + Σ_k σ_k²·∏_{j>k} g_j²
 
-Everything is evaluated in log space over a (steps × eigenvalues) array: one fused pass,
-no loop over steps or eigenvalues, no underflow for large S, and finite gradients with
-respect to the log-SNR levels everywhere inside the domain. The final step (to clean)
-has σ = 0 and is kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
+evaluated in log space over a (steps × eigenvalues) array: one fused pass, no loop over
+steps or eigenvalues, no underflow for large S, and finite gradients with respect to the
+log-SNR levels everywhere inside the domain. The final step (to clean) has σ = 0 and is
+kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
+
+Every other sampler (SPEC §11): s = (y, history) maps as s' = A_k s + B_k z_k, composed by
+``core.compose``: all steady steps' maps at once (the sampler's own step vmapped over the
+step index; a step with several denoiser calls interpolated at its gains γ(σ_j) from the
+step run on scalars), reduced by a pairwise tree (an associative scan for trajectories).
+Both paths run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ import jax.numpy as jnp
 
 from specdiff.core import sharded
 from specdiff.core.checks import cumsum
+from specdiff.core.compose import middle_corners, propagate
 from specdiff.core.schedule import Schedule, log_alpha_sigma
 from specdiff.core.spectrum import Spectrum
-from specdiff.core.steps import step_loop
 
 
 @jax.tree_util.register_dataclass
@@ -164,10 +171,11 @@ def _log_output(lam, schedule, sampler):
     return total + log_gf, 2 * log_gf + log_v, log_a0
 
 
-def _output(lam, m, schedule, sampler, transfer: bool = False):
-    """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``."""
+def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
+    """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``. ``coeffs``: the
+    general path's eigenvalue-independent step data (``_step_corners``), if computed."""
     if not _mobius(sampler):
-        h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer)
+        h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer, coeffs)
         if transfer:  # H of the process's own coordinates (SPEC §4): y_0 = α_0·y_0^σ
             la0, _ = log_alpha_sigma(schedule.log_snr[0].astype(h.dtype), schedule.process)
             return (h * jnp.exp(-la0),)
@@ -177,14 +185,21 @@ def _output(lam, m, schedule, sampler, transfer: bool = False):
     return (h,) if transfer else (m - h * jnp.exp(log_a0) * m, jnp.exp(log_var))
 
 
-# Elements of one (steps × eigenvalues × state²) temporary of a block: 2²⁰ float32 = 4 MiB.
+# Elements of one (steps × block × state²) temporary: 2²⁰ float32 = 4 MiB on the Möbius path;
+# the general path keeps ~10 such arrays live in its reverse pass, so S·n·block ≈ 2¹⁵ there
+# (d = 3072, float32: Heun S = 100/1000 fastest at 64–256, DPM++ 2M S = 100 at 256 a block).
 _BLOCK_ELEMENTS = 2**20
+_GENERAL_ELEMENTS = 2**15
 
 
-def block_size(steps: int, state_size: int = 1) -> int:
-    """Eigenvalues per block: a power of two in [256, 16384], S·n²·block ≈ 2²⁰."""
+def block_size(steps: int, state_size: int = 1, general: bool = False) -> int:
+    """Eigenvalues per block, a power of two: S·n²·block ≈ 2²⁰ in [256, 16384] (Möbius
+    path), or S·n·block ≈ 2¹⁵ in [64, 16384] for the general path (``general``)."""
     target = _BLOCK_ELEMENTS // max(1, steps * state_size**2)
-    return int(min(16384, max(256, 1 << max(0, target.bit_length() - 1))))
+    lowest = 256
+    if general:
+        target, lowest = _GENERAL_ELEMENTS // max(1, steps * state_size), 64
+    return int(min(16384, max(lowest, 1 << max(0, target.bit_length() - 1))))
 
 
 def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfer=False):
@@ -193,19 +208,22 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     Only one block's (steps × block) temporaries are live at a time, in the forward pass
     and in the backward pass (which recomputes each block), so memory is
     O(block·S + d) instead of O(S·d). The spectrum is padded with λ = 1, m = 0 to a
-    multiple of the block; eigenvalues are independent, so padding changes nothing.
+    multiple of the block; eigenvalues are independent, so padding changes nothing. The
+    general path's eigenvalue-independent step data (``_step_corners``) is computed once,
+    before the loop over blocks.
     """
     d = lam.shape[0]
     if block is None:
-        block = block_size(schedule.num_steps, sampler.state_size)
+        block = block_size(schedule.num_steps, sampler.state_size, not _mobius(sampler))
     if d <= block:
         return _output(lam, m, schedule, sampler, transfer)
     nb = -(-d // block)
     pad = nb * block - d
     lam_p = jnp.concatenate([lam, jnp.ones((pad,), lam.dtype)]).reshape(nb, block)
     m_p = jnp.concatenate([m, jnp.zeros((pad,), m.dtype)]).reshape(nb, block)
-    body = jax.checkpoint(lambda lm, sch: _output(lm[0], lm[1], sch, sampler, transfer))
-    out = jax.lax.map(lambda lm: body(lm, schedule), (lam_p, m_p))
+    coeffs = None if _mobius(sampler) else _step_corners(lam, schedule, sampler)
+    body = jax.checkpoint(lambda lm, sch, cn: _output(lm[0], lm[1], sch, sampler, transfer, cn))
+    out = jax.lax.map(lambda lm: body(lm, schedule, coeffs), (lam_p, m_p))
     return tuple(o.reshape(-1)[:d] for o in out)
 
 
@@ -348,14 +366,19 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
     return jnp.concatenate([s, jnp.zeros((1,), s.dtype)])
 
 
-def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer: bool = False):
+def _step_corners(lam, schedule, sampler):  # the general path's λ-independent part
+    dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
+    return middle_corners(sampler, sigmas_with_zero(schedule, dtype))
+
+
+def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False, coeffs=None):
     """Centred moments by composing the steps' affine maps over the schedule.
 
-    The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates. Carried: the
-    mean of s (``e``, (d, n)) and its covariance (``p``, (d, n, n)): e' = A e,
-    p' = A p Aᵀ + B Bᵀ; with ``transfer`` only the response of s to the start noise
-    (``h`` with h_0 = e_0; H = h[:, 0]). Returns (H or None, mean, var, trajectory or None).
-    (Batched einsums over (d, n, n) measured faster on CPU than the same sums with d last.)
+    The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates, with mean E
+    (n, d) and covariance P (n, n, d) (eigenvalues last); ``compose.propagate`` applies
+    E' = A E, P' = A P Aᵀ + B Bᵀ over all steps (the steady ones composed as a tree). With
+    ``transfer`` only the response of s to the start noise (E_0 = e_1, no P; H = E[0]).
+    Returns (H or None, mean, var, trajectory or None).
     """
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
@@ -363,38 +386,23 @@ def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer: bool 
     n = sampler.state_size
     d = lam.shape[0]
     if transfer:
-        h0 = jnp.zeros((d, n), dtype).at[:, 0].set(1.0)
-
-        def body_h(h, i, *, order, last):
-            a, _ = sampler.affine(lam, sig, i, order=order, last=last)
-            return jnp.einsum("dij,dj->di", a, h)
-
-        h = step_loop(schedule.num_steps, sampler.history, body_h, h0)
-        return h[:, 0], None, None, None
-    e0 = jnp.zeros((d, n), dtype).at[:, 0].set(-m)
-    p0 = jnp.zeros((d, n, n), dtype).at[:, 0, 0].set(start_variance(schedule).astype(dtype))
-
-    def body(carry, i, *, order, last):
-        e, p = carry
-        a, b = sampler.affine(lam, sig, i, order=order, last=last)
-        e = jnp.einsum("dij,dj->di", a, e)
-        p = jnp.einsum("dij,djk,dlk->dil", a, p, a)
-        if b.shape[-1]:
-            p = p + jnp.einsum("dij,dkj->dik", b, b)
-        return e, p
-
-    out = step_loop(schedule.num_steps, sampler.history, body, (e0, p0), collect=trajectory)
+        h0 = jnp.zeros((n, d), dtype).at[0].set(1.0)
+        h, _ = propagate(sampler, lam, sig, (h0, None), corners=coeffs)
+        return h[0], None, None, None
+    e0 = jnp.zeros((n, d), dtype).at[0].set(-m)
+    p0 = jnp.zeros((n, n, d), dtype).at[0, 0].set(start_variance(schedule).astype(dtype))
+    out = propagate(sampler, lam, sig, (e0, p0), trajectory=trajectory, corners=coeffs)
     # A variance that is 0 in exact arithmetic (λ → 0) can come out as −1e-23 after the
     # products; clamp it to the smallest normal number (the closed-form path's exp(log var)
     # is never negative), so √var and its gradient in the divergences stay finite.
     tiny = jnp.finfo(dtype).tiny
     if not trajectory:
         e, p = out
-        return None, m + e[:, 0], jnp.maximum(p[:, 0, 0], tiny), None
+        return None, m + e[0], jnp.maximum(p[0, 0], tiny), None
     (e, p), (es, ps) = out
-    traj_mean = jnp.concatenate([jnp.zeros((1, d), dtype), m + es[:, :, 0]], 0)
-    traj_var = jnp.maximum(jnp.concatenate([p0[None, :, 0, 0], ps[:, :, 0, 0]], 0), tiny)
+    traj_mean = jnp.concatenate([jnp.zeros((1, d), dtype), m + es[:, 0]], 0)
+    traj_var = jnp.maximum(jnp.concatenate([p0[None, 0, 0], ps[:, 0, 0]], 0), tiny)
     # σ coordinates → the process's own (x_process = α·x_σ; α = 1 at the clean end).
     la, _ = log_alpha_sigma(schedule.log_snr.astype(dtype), schedule.process)
     alpha = jnp.concatenate([jnp.exp(la), jnp.ones((1,), dtype)])[:, None]
-    return None, m + e[:, 0], traj_var[-1], (alpha * traj_mean, alpha**2 * traj_var)
+    return None, m + e[0], traj_var[-1], (alpha * traj_mean, alpha**2 * traj_var)

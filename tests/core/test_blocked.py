@@ -8,7 +8,9 @@ import pytest
 import specdiff as sd
 from specdiff.core.engine import _moments, block_size
 
-SAMPLERS = ["ddim", "ddpm", "dpmpp_2m_sde"]  # Möbius path, its noise path, affine path
+# Möbius path, its noise path, the general path (one gain a step; two gains, the
+# eigenvalue-independent step data computed once outside the blocks).
+SAMPLERS = ["ddim", "ddpm", "dpmpp_2m_sde", "heun"]
 
 
 def _spectrum(d, dtype=np.float64):
@@ -44,9 +46,13 @@ def test_block_size_bounds():
     assert block_size(1000) == 1024
     assert block_size(1000, 3) == 256
     assert all(256 <= block_size(s, n) <= 16384 for s in (1, 7, 100, 10**5) for n in (1, 2, 4))
+    assert block_size(1000, 1, general=True) == 64
+    assert block_size(100, 2, general=True) == 128
+    sizes = [block_size(s, n, True) for s in (1, 7, 100, 10**5) for n in (1, 2, 4)]
+    assert all(64 <= b <= 16384 for b in sizes)
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm", "dpmpp_2m"])
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "dpmpp_2m", "heun"])
 def test_temporaries_do_not_grow_with_d(name):
     """XLA's temporaries of value+grad do not grow with d: no S×d array is ever live.
 
@@ -54,7 +60,7 @@ def test_temporaries_do_not_grow_with_d(name):
     """
     steps = 64
     sampler = sd.samplers.from_name(name)
-    block = block_size(steps, sampler.state_size)
+    block = block_size(steps, sampler.state_size, not getattr(sampler, "mobius", False))
     rho = jnp.asarray(sd.schedules.edm(steps, process="ve").log_snr, jnp.float32)
 
     def temp_bytes(d):
