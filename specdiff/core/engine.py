@@ -16,8 +16,13 @@ kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
 Every other sampler (SPEC §11): s = (y, history) maps as s' = A_k s + B_k z_k, composed by
 ``core.compose``: all steady steps' maps at once (the sampler's own step vmapped over the
 step index; a step with several denoiser calls interpolated at its gains γ(σ_j) from the
-step run on scalars), reduced by a pairwise tree (an associative scan for trajectories).
+step run on scalars), reduced by a pairwise tree (an associative scan for trajectories); schedules of at most
+``SEQUENTIAL_MAX_STEPS`` steps run one map after another (``core.sequential``: faster there).
 Both paths run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
+
+Why this module is long: the public entry points (moments, transfer function, forward
+marginals), their input checks and the dispatch between the paths and onto devices share
+the private blocked output; split apart, each piece would import the others.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from specdiff.core import sharded
 from specdiff.core.checks import cumsum
 from specdiff.core.compose import middle_corners, propagate
 from specdiff.core.schedule import Schedule, log_alpha_sigma
+from specdiff.core.sequential import SEQUENTIAL_MAX_STEPS, sequential_moments
 from specdiff.core.spectrum import Spectrum
 
 
@@ -213,15 +219,16 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     before the loop over blocks.
     """
     d = lam.shape[0]
+    general = not _mobius(sampler) and schedule.num_steps > SEQUENTIAL_MAX_STEPS
     if block is None:
-        block = block_size(schedule.num_steps, sampler.state_size, not _mobius(sampler))
+        block = block_size(schedule.num_steps, sampler.state_size, general)
     if d <= block:
         return _output(lam, m, schedule, sampler, transfer)
     nb = -(-d // block)
     pad = nb * block - d
     lam_p = jnp.concatenate([lam, jnp.ones((pad,), lam.dtype)]).reshape(nb, block)
     m_p = jnp.concatenate([m, jnp.zeros((pad,), m.dtype)]).reshape(nb, block)
-    coeffs = None if _mobius(sampler) else _step_corners(lam, schedule, sampler)
+    coeffs = None if not general else _step_corners(lam, schedule, sampler)
     body = jax.checkpoint(lambda lm, sch, cn: _output(lm[0], lm[1], sch, sampler, transfer, cn))
     out = jax.lax.map(lambda lm: body(lm, schedule, coeffs), (lam_p, m_p))
     return tuple(o.reshape(-1)[:d] for o in out)
@@ -385,6 +392,10 @@ def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False,
     sig = sigmas_with_zero(schedule, dtype)
     n = sampler.state_size
     d = lam.shape[0]
+    if not trajectory and schedule.num_steps <= SEQUENTIAL_MAX_STEPS:
+        var0 = start_variance(schedule).astype(dtype)
+        h, mean, var = sequential_moments(lam, m, sig, var0, sampler, transfer)
+        return h, mean, None if transfer else jnp.maximum(var, jnp.finfo(dtype).tiny), None
     if transfer:
         h0 = jnp.zeros((n, d), dtype).at[0].set(1.0)
         h, _ = propagate(sampler, lam, sig, (h0, None), corners=coeffs)
