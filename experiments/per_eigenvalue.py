@@ -85,9 +85,6 @@ def main(argv=None):
     p = parser("per_eigenvalue", __doc__)
     p.add_argument("--steps", type=int, default=28, help="S for the per-eigenvalue designs")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument(
-        "--devices", default=None, help="devices to shard the problems over: all, n or ids"
-    )
     p.add_argument("--quick", action="store_true", help="CI smoke test: S = 10")
     args = p.parse_args(argv)
     if args.quick:
