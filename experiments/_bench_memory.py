@@ -14,6 +14,14 @@ import numpy as np
 
 import specdiff as sd
 from specdiff.core.engine import _moments, block_size
+from specdiff.core.sequential import SEQUENTIAL_MAX_STEPS
+
+
+def _block(steps, sampler):
+    """The engine's default block for this schedule length and sampler."""
+    general = not getattr(sampler, "mobius", False) and steps > SEQUENTIAL_MAX_STEPS
+    return block_size(steps, sampler.state_size, general)
+
 
 CASES = ((49152, 1000, "ddim"), (49152, 1000, "ddpm"), (49152, 100, "heun"), (786432, 1000, "ddim"))
 QUICK = ((32768, 100, "ddim"), (16384, 100, "dpmpp_2m"))  # several blocks each
@@ -62,8 +70,7 @@ def bench_memory(quick: bool, timing: dict, benchmark_spectrum) -> list[dict]:
         rows.append(
             {
                 "section": "memory",
-                "what": f"value+grad W2, {name}, block {block_size(steps, sampler.state_size)}"
-                " vs unblocked",
+                "what": f"value+grad W2, {name}, block {_block(steps, sampler)} vs unblocked",
                 "d": d,
                 "S": steps,
                 "dtype": "float32",

@@ -178,8 +178,12 @@ def read_record(path: Path, want: dict | None = None) -> dict | None:
 
 
 def _run_device(dev, todo: list[Problem], out: Path, args, spectra, bar) -> None:
-    """The problems of one device, in order, one record each (runs in its own thread)."""
-    with jax.default_device(dev):
+    """The problems of one device, in order, one record each (runs in its own thread).
+
+    The problem's own calls see this device alone (``use_devices``, per thread): a grid
+    problem is not sharded further, so no collective joins problems of other devices.
+    """
+    with jax.default_device(dev), mesh.use_devices([dev.id]):
         for p in todo:
             t0 = time.perf_counter()
             result = solve(p, spectra(p.dataset), args)

@@ -16,8 +16,9 @@ kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
 Every other sampler (SPEC §11): s = (y, history) maps as s' = A_k s + B_k z_k, composed by
 ``core.compose``: all steady steps' maps at once (the sampler's own step vmapped over the
 step index; a step with several denoiser calls interpolated at its gains γ(σ_j) from the
-step run on scalars), reduced by a pairwise tree (an associative scan for trajectories); schedules of at most
-``SEQUENTIAL_MAX_STEPS`` steps run one map after another (``core.sequential``: faster there).
+step run on scalars), reduced by a pairwise tree (an associative scan for trajectories);
+schedules of at most ``SEQUENTIAL_MAX_STEPS`` steps run one map after another
+(``core.sequential``: faster there).
 Both paths run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
 
 Why this module is long: the public entry points (moments, transfer function, forward

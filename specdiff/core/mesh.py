@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import jax
 import numpy as np
@@ -33,7 +34,15 @@ __all__ = [
 
 AXIS = "devices"
 ENV = "SPECDIFF_DEVICES"
-_override: list = []  # stack of device specs set by use_devices
+_local = threading.local()  # per thread: the stack of specs set by use_devices
+
+
+def _stack() -> list:
+    if not hasattr(_local, "stack"):
+        _local.stack = []
+    return _local.stack
+
+
 _MESHES: dict = {}
 
 
@@ -69,14 +78,16 @@ def _parse(spec) -> str | int | tuple[int, ...]:
 
 def selection_key(spec=None) -> tuple:
     """A hashable key of what selects the devices now (spec, innermost ``use_devices``, env)."""
-    top = _override[-1] if _override else None
+    stack = _stack()
+    top = stack[-1] if stack else None
     return (repr(spec), repr(top), os.environ.get(ENV))
 
 
 def select_devices(spec=None) -> list:
     """The devices a spec selects (None: the active selection, see the module docstring)."""
     if spec is None:
-        spec = _override[-1] if _override else os.environ.get(ENV)
+        stack = _stack()
+        spec = stack[-1] if stack else os.environ.get(ENV)
     parsed = _parse(spec)
     devices = jax.devices()
     if parsed == "all":
@@ -103,13 +114,17 @@ def current_mesh(spec=None) -> jax.sharding.Mesh:
 
 @contextlib.contextmanager
 def use_devices(spec):
-    """Run the enclosed code on the devices ``spec`` selects (validated on entry)."""
+    """Run the enclosed code on the devices ``spec`` selects (validated on entry).
+
+    The selection belongs to the calling thread (as ``jax.default_device``): threads that
+    run problems on devices of their own each select theirs.
+    """
     select_devices(spec)
-    _override.append(spec)
+    _stack().append(spec)
     try:
         yield current_mesh()
     finally:
-        _override.pop()
+        _stack().pop()
 
 
 def pad_to_multiple(x, multiple: int, fill) -> tuple:

@@ -35,7 +35,9 @@ def ancestral_step(sigma_from, sigma_to, eta: float):
     sigma_up = jnp.minimum(
         sigma_to, eta * safe_sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2)
     )
-    sigma_down = safe_sqrt(sigma_to**2 - sigma_up**2)
+    # σ_up = σ_to (clipped, η > 1) must give σ_down = 0 exactly, as in k-diffusion; a fused
+    # σ_to² − σ_up² under jit can leave a rounding residue and switch the step's branch.
+    sigma_down = jnp.where(sigma_up < sigma_to, safe_sqrt(sigma_to**2 - sigma_up**2), 0.0)
     return sigma_down, sigma_up
 
 
