@@ -141,12 +141,12 @@ def bench_design(quick, median_time, benchmark_spectrum):
     rows = []
     d = 256 if quick else 3072
     steps_list = (10,) if quick else (10, 100, 1000)
-    budget = 3.0 if quick else 120.0
+    budget = 1.0 if quick else 120.0
     spec = benchmark_spectrum(d, np.float32)
     for steps in steps_list:
         rows += _overhead_rows(spec, steps, median_time)
         if steps <= 100:
-            rows.append(_torch_row(spec, steps, median_time, 5.0 if quick else 120.0))
+            rows.append(_torch_row(spec, steps, median_time, 2.0 if quick else 120.0))
         res = sd.design_schedule(spec, steps, DDIM, progress=False)  # compiles
         target = res.loss * (1 + 1e-4)
         t_call = median_time(

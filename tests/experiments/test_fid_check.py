@@ -12,10 +12,14 @@ from experiments import fid_check
 
 
 def test_fid_check_quick_runs(tmp_path):
-    fid_check.main(["--quick", "--sampler", "ddim,heun", "--out", str(tmp_path)])
+    # One shipped denoiser keeps it inside the suite's budget (every dataset runs the same
+    # code; the full experiment runs both).
+    fid_check.main(
+        ["--quick", "--datasets", "digits", "--sampler", "ddim,heun", "--out", str(tmp_path)]
+    )
     out = json.loads((tmp_path / "results.json").read_text())
     res = out["results"]
-    assert set(res) == {"digits", "patches_gray"}
+    assert set(res) == {"digits"}
     assert set(out["samplers"]) == {"ddim", "heun"}
     for ds in res.values():
         assert set(ds) == {"ddim", "heun"}
@@ -37,7 +41,7 @@ def test_fid_check_quick_runs(tmp_path):
     assert len(summary["spectral_minus_best_heuristic"]) == 2  # (mean, std) over seeds
     files = ["table.md", "fid_check.png"]
     files += [
-        f"samples_{ds}_{s}.png" for ds in ("digits", "patches_gray") for s in ("ddim", "heun")
+        f"samples_{ds}_{s}.png" for ds in ("digits",) for s in ("ddim", "heun")
     ]
     for name in files:
         assert (tmp_path / name).stat().st_size > 0
