@@ -144,6 +144,9 @@ def bench_design(quick, median_time, benchmark_spectrum):
     budget = 1.0 if quick else 120.0
     spec = benchmark_spectrum(d, np.float32)
     for steps in steps_list:
+        # Each S compiles its own programs (and the eager loops many small ones); a process
+        # holding all of them ran out of memory mappings in LLVM at S = 1000.
+        jax.clear_caches()
         rows += _overhead_rows(spec, steps, median_time)
         if steps <= 100:
             rows.append(_torch_row(spec, steps, median_time, 2.0 if quick else 120.0))
@@ -181,6 +184,8 @@ def bench_design(quick, median_time, benchmark_spectrum):
                 b = budget / 2
             else:
                 b = budget
+            if not jit_step:
+                jax.clear_caches()
             t_slow, iters, ok = _python_loop(spec, steps, target, b, jit_step)
             rows.append(
                 {

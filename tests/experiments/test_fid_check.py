@@ -40,9 +40,7 @@ def test_fid_check_quick_runs(tmp_path):
     assert summary["best_heuristic"] in fid_check.HEURISTIC_NAMES
     assert len(summary["spectral_minus_best_heuristic"]) == 2  # (mean, std) over seeds
     files = ["table.md", "fid_check.png"]
-    files += [
-        f"samples_{ds}_{s}.png" for ds in ("digits",) for s in ("ddim", "heun")
-    ]
+    files += [f"samples_{ds}_{s}.png" for ds in ("digits",) for s in ("ddim", "heun")]
     for name in files:
         assert (tmp_path / name).stat().st_size > 0
 
