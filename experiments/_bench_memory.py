@@ -13,15 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import specdiff as sd
-from specdiff.core.engine import _moments, block_size
-from specdiff.core.sequential import SEQUENTIAL_MAX_STEPS
-
-
-def _block(steps, sampler):
-    """The engine's default block for this schedule length and sampler."""
-    general = not getattr(sampler, "mobius", False) and steps > SEQUENTIAL_MAX_STEPS
-    return block_size(steps, sampler.state_size, general)
-
+from specdiff.core.engine import _moments, default_block
 
 CASES = ((49152, 1000, "ddim"), (49152, 1000, "ddpm"), (49152, 100, "heun"), (786432, 1000, "ddim"))
 QUICK = ((32768, 100, "ddim"), (16384, 100, "dpmpp_2m"))  # several blocks each
@@ -67,10 +59,11 @@ def bench_memory(quick: bool, timing: dict, benchmark_spectrum) -> list[dict]:
         mem_b, mem_u = memory_bytes(blocked), memory_bytes(unblocked)
         p = timing["paired"](blocked, unblocked, (rho,), (rho,), reps=reps, min_time=min_time)
         tb, tu = mem_b["temp"] / 2**20, mem_u["temp"] / 2**20
+        block = default_block(steps, sampler)
         rows.append(
             {
                 "section": "memory",
-                "what": f"value+grad W2, {name}, block {_block(steps, sampler)} vs unblocked",
+                "what": f"value+grad W2, {name}, block {block} vs unblocked",
                 "d": d,
                 "S": steps,
                 "dtype": "float32",

@@ -209,6 +209,16 @@ def block_size(steps: int, state_size: int = 1, general: bool = False) -> int:
     return int(min(16384, max(lowest, 1 << max(0, target.bit_length() - 1))))
 
 
+def _tree_path(steps: int, sampler) -> bool:
+    """Whether a schedule of ``steps`` runs the general path's tree (``core.compose``)."""
+    return not _mobius(sampler) and steps > SEQUENTIAL_MAX_STEPS
+
+
+def default_block(steps: int, sampler) -> int:
+    """The block ``_blocked_output`` uses for this schedule length and sampler."""
+    return block_size(steps, sampler.state_size, _tree_path(steps, sampler))
+
+
 def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfer=False):
     """``_output`` over blocks of eigenvalues (``lax.map`` of a rematerialised body).
 
@@ -220,9 +230,9 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     before the loop over blocks.
     """
     d = lam.shape[0]
-    general = not _mobius(sampler) and schedule.num_steps > SEQUENTIAL_MAX_STEPS
+    general = _tree_path(schedule.num_steps, sampler)
     if block is None:
-        block = block_size(schedule.num_steps, sampler.state_size, general)
+        block = default_block(schedule.num_steps, sampler)
     if d <= block:
         return _output(lam, m, schedule, sampler, transfer)
     nb = -(-d // block)

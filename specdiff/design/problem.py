@@ -38,6 +38,7 @@ the objective; split apart they would only pass those types between modules.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import NamedTuple
 
 import jax
@@ -192,6 +193,24 @@ def _on_devices(data: _Data, cfg: _Config):
         sharded.place(data.weights, mesh),
     )
     return data, dataclasses.replace(cfg, mesh=mesh)
+
+
+def _placed(impl, static=("cfg",)):
+    """``impl`` compiled (``static`` by name) and called on the selected devices: its
+    ``data`` placed by ``_on_devices`` (spectrum sharded, the mesh in ``cfg``), every other
+    traced argument replicated; with one device, the unsharded program unchanged. The
+    returned function takes ``impl``'s arguments, positional or by name."""
+    compiled = jax.jit(impl, static_argnames=static)
+    signature = inspect.signature(impl)
+
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        data, cfg = _on_devices(bound.pop("data"), bound.pop("cfg"))
+        fixed = {k: bound.pop(k) for k in static if k in bound}
+        return compiled(data=data, cfg=cfg, **fixed, **sharded.replicate(bound, cfg.mesh))
+
+    call.__doc__ = f"``{impl.__name__}`` on the selected devices (``_placed``)."
+    return call
 
 
 def _loss_of_rho(rho, data, cfg):
@@ -353,14 +372,7 @@ def _segment_impl(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
     return jax.lax.while_loop(cond, body, state)
 
 
-_segment_jit = jax.jit(_segment_impl, static_argnames="cfg")
-
-
-def _segment(state: _State, data: _Data, stop_at, cfg: _Config) -> _State:
-    """The compiled ``_segment_impl`` on the selected devices (spectrum sharded, state and
-    schedule replicated; one device: the unsharded program)."""
-    data, cfg = _on_devices(data, cfg)
-    return _segment_jit(sharded.replicate(state, cfg.mesh), data, stop_at, cfg)
+_segment = _placed(_segment_impl)
 
 
 # --------------------------------------------------------------------------- start and finish
@@ -389,14 +401,7 @@ def _start_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int):
     return losses, row, theta0, loss0, scale, state, data._replace(weights=data.weights * scale)
 
 
-_start_jit = jax.jit(_start_impl, static_argnames=("cfg", "max_iter"))
-
-
-def _start(grids, pick, data: _Data, cfg: _Config, max_iter: int):
-    """The compiled ``_start_impl`` on the selected devices (as ``_segment``)."""
-    data, cfg = _on_devices(data, cfg)
-    grids, pick = sharded.replicate((grids, pick), cfg.mesh)
-    return _start_jit(grids, pick, data, cfg, max_iter)
+_start = _placed(_start_impl, ("cfg", "max_iter"))
 
 
 def _finish_impl(state: _State, theta0, data: _Data, cfg: _Config, l_init=None):
@@ -415,14 +420,7 @@ def _finish_impl(state: _State, theta0, data: _Data, cfg: _Config, l_init=None):
     return Schedule.from_log_snr(rho, cfg.process), jnp.where(keep, l_best, l_init)
 
 
-_finish_jit = jax.jit(_finish_impl, static_argnames="cfg")
-
-
-def _finish(state: _State, theta0, data: _Data, cfg: _Config):
-    """The compiled ``_finish_impl`` on the selected devices (as ``_segment``)."""
-    data, cfg = _on_devices(data, cfg)
-    state, theta0 = sharded.replicate((state, theta0), cfg.mesh)
-    return _finish_jit(state, theta0, data, cfg)
+_finish = _placed(_finish_impl)
 
 
 def _start_and_run_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int, stop_at):
@@ -435,11 +433,4 @@ def _start_and_run_impl(grids, pick, data: _Data, cfg: _Config, max_iter: int, s
     return start, state, _finish_impl(state, start[2], data, cfg, start[3])
 
 
-_start_and_run_jit = jax.jit(_start_and_run_impl, static_argnames=("cfg", "max_iter"))
-
-
-def _start_and_run(grids, pick, data: _Data, cfg: _Config, max_iter: int, stop_at):
-    """The compiled ``_start_and_run_impl`` on the selected devices (as ``_segment``)."""
-    data, cfg = _on_devices(data, cfg)
-    grids, pick, stop_at = sharded.replicate((grids, pick, stop_at), cfg.mesh)
-    return _start_and_run_jit(grids, pick, data, cfg, max_iter, stop_at)
+_start_and_run = _placed(_start_and_run_impl, ("cfg", "max_iter"))

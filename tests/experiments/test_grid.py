@@ -92,10 +92,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args, env, log: Path):
+GRID_MODULE = ("-m", "experiments.grid")
+
+
+def _start(args, env, log: Path, command=GRID_MODULE):
     f = open(log, "w")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.grid", *args],
+        [sys.executable, *command, *args],
         cwd=ROOT,
         env=env,
         stdout=f,
@@ -114,7 +117,7 @@ def _wait(procs, logs):
         assert rc == 0, log.read_text()[-3000:]
 
 
-def _two_processes(args, cache, tmp_path, tag):
+def _two_processes(args, cache, tmp_path, tag, command=GRID_MODULE):
     port = _free_port()
     procs, logs = [], []
     for pid in range(2):
@@ -125,7 +128,7 @@ def _two_processes(args, cache, tmp_path, tag):
             SPECDIFF_PROCESS_ID=str(pid),
         )
         logs.append(tmp_path / f"{tag}_p{pid}.log")
-        procs.append(_start(args, env, logs[-1]))
+        procs.append(_start(args, env, logs[-1], command))
     return procs, logs
 
 
@@ -244,24 +247,8 @@ def test_two_process_design_schedule_equals_one(tmp_path, cache):
     """``design_schedule`` (the grid's problem) under the global mesh of 2 processes, called
     by both (sharded where the engine shards the eigenvalue axis), gives the one-process
     result. The program is the grid's, so the shared compilation cache serves it."""
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = _env(
-            cache,
-            SPECDIFF_COORDINATOR=f"localhost:{port}",
-            SPECDIFF_NUM_PROCESSES="2",
-            SPECDIFF_PROCESS_ID=str(pid),
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", SHARDED, str(tmp_path / "two"), *GRID],
-                cwd=ROOT,
-                env=env,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    two = [str(tmp_path / "two"), *GRID]
+    procs, logs = _two_processes(two, cache, tmp_path, "design", command=("-c", SHARDED))
     one = subprocess.run(
         [sys.executable, "-c", SHARDED, str(tmp_path / "one"), *GRID],
         cwd=ROOT,
@@ -271,9 +258,7 @@ def test_two_process_design_schedule_equals_one(tmp_path, cache):
         timeout=TIMEOUT,
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    for p in procs:
-        _, err = p.communicate(timeout=TIMEOUT)
-        assert p.returncode == 0, err[-3000:]
+    _wait(procs, logs)
     want = json.loads((tmp_path / "one.0").read_text())
     for pid in range(2):
         got = json.loads((tmp_path / f"two.{pid}").read_text())
