@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from specdiff.core import sharded
 from specdiff.core.checks import cumsum
 from specdiff.core.compose import middle_corners, propagate
+from specdiff.core.mesh import pad_to_multiple
 from specdiff.core.schedule import Schedule, log_alpha_sigma
 from specdiff.core.sequential import SEQUENTIAL_MAX_STEPS, sequential_moments
 from specdiff.core.spectrum import Spectrum
@@ -235,10 +236,8 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
         block = default_block(schedule.num_steps, sampler)
     if d <= block:
         return _output(lam, m, schedule, sampler, transfer)
-    nb = -(-d // block)
-    pad = nb * block - d
-    lam_p = jnp.concatenate([lam, jnp.ones((pad,), lam.dtype)]).reshape(nb, block)
-    m_p = jnp.concatenate([m, jnp.zeros((pad,), m.dtype)]).reshape(nb, block)
+    lam_p = pad_to_multiple(lam, block, 1.0)[0].reshape(-1, block)
+    m_p = pad_to_multiple(m, block, 0.0)[0].reshape(-1, block)
     coeffs = None if not general else _step_corners(lam, schedule, sampler)
     body = jax.checkpoint(lambda lm, sch, cn: _output(lm[0], lm[1], sch, sampler, transfer, cn))
     out = jax.lax.map(lambda lm: body(lm, schedule, coeffs), (lam_p, m_p))
