@@ -59,7 +59,7 @@ def bench_memory(quick: bool, timing: dict, benchmark_spectrum) -> list[dict]:
         mem_b, mem_u = memory_bytes(blocked), memory_bytes(unblocked)
         p = timing["paired"](blocked, unblocked, (rho,), (rho,), reps=reps, min_time=min_time)
         tb, tu = mem_b["temp"] / 2**20, mem_u["temp"] / 2**20
-        block = default_block(steps, sampler)
+        block = default_block(steps, sampler, d)
         rows.append(
             {
                 "section": "memory",

@@ -1,0 +1,198 @@
+"""One-state deterministic samplers in closed form: H(λ) as a product of rational gains.
+
+A sampler whose state is x alone (``history`` 0) and that draws no noise (Euler, Heun,
+DPM-2, and the ancestral samplers at η = 0) maps each eigen-direction as y' = g_k(λ)·y.
+Step k calls the denoiser E times at levels s_k1 … s_kE; with the Gaussian denoiser each
+call contributes a gain γ_j = λ/(λ + s_kj²) and its complement s_kj²/(λ + s_kj²), and the
+step is multilinear in the γ_j (``core.compose.corner_columns``). So
+
+    g_k(λ) = Σ_T F_k[T] ∏_{j∈T} γ_j ∏_{j∉T} (1 − γ_j) = N_k(λ) / ∏_j (λ + s_kj²),
+    N_k(λ) = Σ_i c_ki λ^i,  c_ki = Σ_{|T| = i} F_k[T] ∏_{j∉T} s_kj²,
+
+a ratio of polynomials of degree E, from the step run once per step at the 2^E corners of
+its gains (on scalars, independent of λ). The transfer function H = ∏_k g_k(λ) is then
+the DDIM/DDPM path's product of Möbius gains generalised from E = 1 to any E:
+
+- forward: the gains of ``_CHUNK`` steps multiplied together, one log per chunk (a fused
+  pass over (steps × eigenvalues), no loop over steps);
+- reverse (written out): ∂ log|N_k|/∂c_ki = λ^i/N_k and ∂ log(λ + s²)/∂s² = 1/(λ + s²),
+  summed over eigenvalues against the cotangent: matrix products of the (steps × block)
+  reciprocals with (block × (E + 1)) columns, no autodiff transpose of the products.
+
+A gain can be negative for a large step of a high-order sampler: the product keeps its
+sign apart (log |H| and sign H). Where a gain is exactly 0 (H = 0 exactly), the reverse
+pass takes 1/N = 0 for it (finite; the exact gradient there is ∏_{j≠k} g_j·∂g_k, a set of
+measure zero in the parameters). ``core.engine`` uses this path for every schedule length
+and without a trajectory; the trajectory still runs ``core.compose``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from specdiff.core.compose import corner_columns
+from specdiff.core.steps import step_plan
+
+__all__ = [
+    "applies",
+    "chunked",
+    "coefficients",
+    "log_gain_product",
+    "step_coefficients",
+    "transfer",
+]
+
+# Gains multiplied together before one log (as the Möbius path's chunk).
+_CHUNK = 32
+
+
+def applies(sampler) -> bool:
+    """Whether ``sampler`` has a one-component state and no noise (this path's samplers)."""
+    return sampler.state_size == 1 and sampler.noise_dim == 0 and sampler.history == 0
+
+
+def _calls(sampler, sigmas, i, order, last):
+    calls = []
+
+    def denoise(x, sigma):
+        calls.append(sigma)
+        return x
+
+    zero = jnp.zeros((), sigmas.dtype)
+    jax.eval_shape(
+        lambda sg: sampler.step(denoise, zero, (), (), sg, i, order=order, last=last), sigmas
+    )
+    return len(calls)
+
+
+def coefficients(sampler, sigmas, start, stop, *, last: bool = False):
+    """(c (M, E + 1), s2 (M, E)) of steps start … stop − 1: N_k's coefficients, lowest
+    power first, and the calls' s_kj². Independent of λ; differentiable in ``sigmas``."""
+    calls = _calls(sampler, sigmas, start, 0, last)
+
+    def one(i):
+        f, s = corner_columns(sampler, sigmas, i, order=0, last=last, calls=calls)
+        return f[:, 0, 0], s  # (2^E,), (E,)
+
+    f, s = jax.vmap(one)(jnp.arange(start, stop, dtype=jnp.int32))
+    s2 = s**2
+    cols = []
+    for power in range(calls + 1):
+        total = jnp.zeros(f.shape[:1], f.dtype)
+        for corner in range(2**calls):
+            bits = [(corner >> j) & 1 for j in range(calls)]
+            if sum(bits) != power:
+                continue
+            term = f[:, corner]
+            for j, b in enumerate(bits):
+                if not b:
+                    term = term * s2[:, j]
+            total = total + term
+        cols.append(total)
+    return jnp.stack(cols, -1), s2
+
+
+def _numerator(c, lam):
+    """N(λ) = Σ_i c_i λ^i by Horner; c (…, E + 1), lam broadcast against c[..., 0]."""
+    out = c[..., -1]
+    for i in range(c.shape[-1] - 2, -1, -1):
+        out = out * lam + c[..., i]
+    return out
+
+
+def _gains(c, s2, lam):
+    """g (M, d) = N(λ)/∏_j (λ + s_j²)."""
+    num = _numerator(c[:, None, :], lam)
+    den = 1.0
+    for j in range(s2.shape[-1]):
+        den = den * (lam + s2[:, j, None])
+    return num / den
+
+
+def chunked(x, fill):
+    """(n, …) → (⌈n/c⌉, c, …) with c = min(n, ``_CHUNK``), padded with ``fill``."""
+    n = x.shape[0]
+    size = max(1, min(n, _CHUNK))
+    pad = (-n) % size
+    x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)], 0)
+    return x.reshape((-1, size) + x.shape[1:])
+
+
+@jax.custom_vjp
+def log_gain_product(lam, c, s2):
+    """(Σ_k log|g_k(λ)|, ∏_k sign g_k(λ)) per eigenvalue; lam (d,), c (M, E+1), s2 (M, E)."""
+    if lam.shape[-1] <= 16:  # few eigenvalues (per-eigenvalue problems): one log per step
+        g = _gains(c, s2, lam)
+        return jnp.sum(jnp.log(jnp.abs(g)), 0), jnp.prod(jnp.sign(g), 0)
+    valid = chunked(jnp.ones(c.shape[:1], bool), False)[..., None]  # (chunks, size, 1)
+    g = jax.vmap(lambda a, b: _gains(a, b, lam))(chunked(c, 1.0), chunked(s2, 1.0))
+    p = jnp.prod(jnp.where(valid, g, 1.0), axis=1)  # (chunks, d)
+    return jnp.sum(jnp.log(jnp.abs(p)), 0), jnp.prod(jnp.sign(p), 0)
+
+
+def _fwd(lam, c, s2):
+    return log_gain_product(lam, c, s2), (lam, c, s2)
+
+
+def _product(xs):
+    out = 1.0
+    for x in xs:
+        out = out * x
+    return out
+
+
+def _safe_inverse(x):
+    nonzero = x != 0
+    return jnp.where(nonzero, 1.0 / jnp.where(nonzero, x, 1.0), 0.0)
+
+
+def _bwd(res, cts):
+    lam, c, s2 = res
+    ct = cts[0]  # the sign is piecewise constant: no cotangent flows through it
+    inv_num = _safe_inverse(_numerator(c[:, None, :], lam))  # (M, d)
+    powers = [jnp.ones_like(lam)]
+    for _ in range(c.shape[-1] - 1):
+        powers.append(powers[-1] * lam)
+    cols = jnp.stack([ct * p for p in powers], 1)  # (d, E + 1)
+    d_c = inv_num @ cols  # Σ_d ct λ^i / N_k
+    # ∂N/∂λ = Σ_i i c_i λ^(i−1): its sum over k against 1/N_k, per eigenvalue.
+    d_lam = 0.0
+    for i in range(1, c.shape[-1]):
+        d_lam = d_lam + i * powers[i - 1] * (c[:, i] @ inv_num)
+    # 1/(λ + s_j²) for every call from one division: 1/∏_j (λ + s_j²) times the others.
+    factors = [lam + s2[:, j, None] for j in range(s2.shape[-1])]  # (M, d) each
+    inv_all = 1.0 / _product(factors) if factors else None
+    d_s2 = []
+    for j in range(len(factors)):
+        inv_den = inv_all * _product(factors[:j] + factors[j + 1 :])
+        d_s2.append(-(inv_den @ ct))
+        d_lam = d_lam - jnp.sum(inv_den, 0)
+    d_s2 = jnp.stack(d_s2, -1) if d_s2 else jnp.zeros_like(s2)
+    return ct * d_lam, d_c, d_s2
+
+
+log_gain_product.defvjp(_fwd, _bwd)
+
+
+def step_coefficients(sampler, sigmas):
+    """The steady steps' (c, s2) (``coefficients``), or None when S = 1 (last step only)."""
+    _, middle, _ = step_plan(sigmas.shape[0] - 1, sampler.history)
+    if middle is None:
+        return None
+    start, stop, _ = middle
+    return coefficients(sampler, sigmas, start, stop)
+
+
+def transfer(sampler, lam, sigmas, coeffs=None):
+    """H(λ) in σ coordinates: the product of every step's gain (steady steps in closed
+    form, the last step, which may differ, by ``sampler.affine_columns``)."""
+    num_steps = sigmas.shape[0] - 1
+    if coeffs is None:
+        coeffs = step_coefficients(sampler, sigmas)
+    a_last, _ = sampler.affine_columns(lam, sigmas, num_steps - 1, order=0, last=True)
+    h = a_last[0, 0]
+    if coeffs is None:
+        return h
+    log_abs, sign = log_gain_product(lam, *coeffs)
+    return h * sign * jnp.exp(log_abs)

@@ -1,0 +1,139 @@
+"""The closed-form path of one-state deterministic samplers (``core.rational``) against the
+general composition of the same steps (``core.compose``/``core.sequential``), the gains
+product's written-out VJP against autodiff of its plain definition, and the engine's
+choice of path and block."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import specdiff as sd
+from specdiff.core import engine, rational
+from tests.samplers.cases import karras
+
+# One-state deterministic samplers: one denoiser call (Euler), two nested calls (Heun,
+# DPM-2) and a sampler whose η = 0 makes it deterministic (DPM++ 2S ancestral).
+RATIONAL = {
+    "euler": {},
+    "heun": {},
+    "dpm_2": {},
+    "dpmpp_2s_ancestral": {"eta": 0.0},
+}
+
+
+def _w2(lam, m, schedule, sampler, path):
+    if path == "rational":
+        mean, var = engine._output(lam, m, schedule, sampler)
+    else:  # the general composition (core.sequential for S ≤ 16, core.compose above)
+        _, mean, var, _ = engine._affine_moments(lam, m, schedule, sampler, False)
+    return jnp.sqrt(jnp.sum((mean - m) ** 2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2))
+
+
+@pytest.mark.parametrize("name", sorted(RATIONAL))
+def test_rational_equals_composition(name):
+    sampler = sd.samplers.from_name(name, **RATIONAL[name])
+    assert engine._rational(sampler)
+    lam = jnp.asarray(np.concatenate([[0.0], np.logspace(-3, 3, 40)]))
+    m = jnp.linspace(-1.0, 1.0, 41)
+    for steps, process in ((1, "ve"), (2, "vp"), (17, "ve"), (40, "flow")):
+        sch = (
+            karras(steps, process)
+            if process == "ve"
+            else sd.schedules.cosine(steps, process=process)
+        )
+        mean, var = engine._output(lam, m, sch, sampler)
+        _, mean_c, var_c, _ = engine._affine_moments(lam, m, sch, sampler, False)
+        # S = 2 on the cosine grid is one step σ = 3·10⁴ → 1: both ways lose ~1e-9 of H
+        # there (checked against exact rational arithmetic: 0.9e-9 here, 2e-9 the step's).
+        rtol = 1e-8 if steps == 2 else 1e-11
+        np.testing.assert_allclose(mean, mean_c, rtol=rtol, atol=1e-12)
+        np.testing.assert_allclose(var, var_c, rtol=rtol, atol=1e-300)
+        h = engine._output(lam, m, sch, sampler, True)[0]
+        h_c = engine._affine_moments(lam, m, sch, sampler, False, True)[0]  # σ coordinates
+        h_c = h_c / jnp.exp(engine.log_alpha_sigma(sch.log_snr[0], process)[0])
+        np.testing.assert_allclose(h, h_c, rtol=rtol, atol=1e-12)
+        assert float(h[0]) == 0.0  # λ = 0: the last step's gain is 0 exactly
+    # Gradients of W2 with respect to the log-SNR levels, on the 40-step flow schedule.
+    rho = sch.log_snr
+
+    def w2(r, path):
+        return _w2(lam, m, sd.Schedule.from_log_snr(r, "flow"), sampler, path)
+
+    vg = [jax.jit(jax.grad(w2), static_argnums=1)(rho, p) for p in ("rational", "composition")]
+    assert np.all(np.isfinite(vg[0]))
+    np.testing.assert_allclose(vg[0], vg[1], rtol=1e-8, atol=1e-10 * np.abs(vg[1]).max())
+
+
+def _plain(lam, c, s2):
+    """Σ_k log|N_k(λ)/∏_j (λ + s_kj²)|, element by element (autodiff's reference)."""
+    powers = jnp.stack([lam**i for i in range(c.shape[1])])  # (E + 1, d)
+    num = c @ powers
+    den = jnp.prod(lam[None, None, :] + s2[:, :, None], axis=1)
+    return jnp.sum(jnp.log(jnp.abs(num / den)), 0), jnp.prod(jnp.sign(num / den), 0)
+
+
+@pytest.mark.parametrize("calls", [1, 2])
+@pytest.mark.parametrize("d", [5, 40])  # the per-step branch (d ≤ 16) and the chunked one
+def test_gain_product_and_its_vjp_equal_the_plain_definition(calls, d):
+    rng = np.random.default_rng(3 + calls)
+    lam = jnp.asarray(np.concatenate([[0.0], rng.lognormal(0, 2, d - 1)]))
+    steps = 45  # not a multiple of the chunk
+    c = jnp.asarray(rng.uniform(0.5, 2.0, (steps, calls + 1)))
+    c = c.at[3, 0].set(-0.7)  # a step whose gain changes sign in λ (negative at λ = 0)
+    s2 = jnp.asarray(rng.uniform(0.1, 3.0, (steps, calls)))
+    got, want = rational.log_gain_product(lam, c, s2), _plain(lam, c, s2)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-11, atol=1e-11)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert np.any(np.asarray(got[1]) < 0)  # the sign is carried, not lost in the log
+    w = jnp.asarray(rng.normal(size=d))
+    g_custom = jax.grad(lambda *a: jnp.dot(w, rational.log_gain_product(*a)[0]), (0, 1, 2))
+    g_plain = jax.grad(lambda *a: jnp.dot(w, _plain(*a)[0]), (0, 1, 2))
+    for gc, gp in zip(g_custom(lam + 0.1, c, s2), g_plain(lam + 0.1, c, s2)):
+        np.testing.assert_allclose(gc, gp, rtol=1e-9, atol=1e-11)
+
+
+def test_zero_gain_gives_a_finite_gradient():
+    lam = jnp.asarray([0.5, 1.0, 2.0])
+    c = jnp.asarray([[-0.5, 1.0], [1.0, 1.0]])  # step 0: N(λ) = λ − 0.5 is 0 at λ = 0.5
+    s2 = jnp.asarray([[1.0], [2.0]])
+    log_abs, _ = rational.log_gain_product(lam, c, s2)
+    assert float(log_abs[0]) == -np.inf  # H = 0 exactly there
+    g = jax.grad(lambda c: jnp.sum(jnp.exp(rational.log_gain_product(lam, c, s2)[0])))(c)
+    assert np.all(np.isfinite(g))
+
+
+def test_path_choice():
+    on = [sd.samplers.from_name(n, **kw) for n, kw in RATIONAL.items()]
+    on.append(sd.samplers.from_name("euler_ancestral", eta=0.0))
+    off = [
+        sd.samplers.DDIM(),  # the Möbius path
+        sd.samplers.from_name("euler", s_churn=1.0),  # churn draws noise
+        sd.samplers.from_name("euler_ancestral"),  # noise
+        sd.samplers.from_name("dpmpp_2m"),  # history
+        sd.samplers.from_name("lms"),
+    ]
+    assert all(engine._rational(s) for s in on)
+    assert not any(engine._rational(s) for s in off)
+    heun = sd.samplers.from_name("heun")
+    assert engine.default_block(100, heun, 3072) == 3072  # small: no loop over blocks
+    assert engine.default_block(1000, heun, 3072) == 64 * 4  # S·block ≈ 2¹⁶
+    assert 256 <= engine.default_block(10**5, heun) <= engine.default_block(1, heun) <= 16384
+
+
+def test_blocked_equals_unblocked_float32():
+    """Blocks (d not a multiple of the block) change nothing beyond float32 round-off."""
+    heun = sd.samplers.from_name("heun")
+    lam = jnp.asarray(np.logspace(-3, 2, 1000), jnp.float32)
+    m = jnp.linspace(-1.0, 1.0, 1000, dtype=jnp.float32)
+    sch = sd.Schedule.from_log_snr(jnp.asarray(sd.schedules.cosine(30).log_snr, jnp.float32))
+
+    def w2(rho, block):
+        s = sd.Schedule.from_log_snr(rho)
+        mean, var = engine._blocked_output(lam, m, s, heun, block)
+        return jnp.sum((mean - m) ** 2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2)
+
+    vg = jax.jit(jax.value_and_grad(w2), static_argnums=1)
+    (v1, g1), (v2, g2) = vg(sch.log_snr, 256), vg(sch.log_snr, 4096)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
+    np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5 * float(jnp.abs(g2).max()))
