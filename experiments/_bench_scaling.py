@@ -1,7 +1,8 @@
 """Benchmark section "scaling": the engine's value+grad of W2 over a d × S grid.
 
-For DDIM (the closed-form Möbius path) and heun (a generic sampler through its composed
-affine maps), at every d ∈ {3072, 49152, 786432} and S ∈ {10, 100, 1000}, float32:
+For DDIM (the closed-form Möbius path) and heun (a sampler written once as its step: the
+rational closed form of one-state deterministic samplers, ``core.rational``), at every
+d ∈ {3072, 49152, 786432} and S ∈ {10, 100, 1000}, float32:
 
 - time of the compiled value+grad, timed side by side with the straightforward ``lax.scan``
   of the same sampler (``w2_scan`` of experiments.benchmark for DDIM, ``_scan_moments`` of
@@ -9,6 +10,10 @@ affine maps), at every d ∈ {3072, 49152, 786432} and S ∈ {10, 100, 1000}, fl
 - peak memory of each compiled function: XLA temporaries + arguments + outputs
   (``memory_bytes``); a version whose peak would not fit in 70 % of the memory available
   is not run, and its cell says so (the engine is then timed alone);
+- a floor: the same value+grad for a "sampler" of one closed-form step (x̂0 at the last
+  level, no loop over steps): the per-eigenvalue work (read λ and m, the moments' W2, the
+  reverse pass) that every version pays whatever S is. scan / floor is the largest
+  speed-up over the scan that any implementation of the S steps could show in that cell;
 - the memory-bandwidth bound: the bytes one pass must at least read and write,
   B = itemsize·(2d + S) in (λ, m, ρ) + itemsize·(1 + S) out (W2 and ∂W2/∂ρ), over a
   STREAM-like triad bandwidth measured in the same run, t_B = B / bandwidth; a column
@@ -52,6 +57,18 @@ def _versions(name: str, S: int):
     sampler = sd.samplers.from_name(name)
     rho = sd.schedules.edm(S, process="ve").log_snr
     return (_heun_fast, sampler), (_heun_scan, sampler), rho
+
+
+def w2_floor(rho, spec):
+    """One closed-form step per eigenvalue (DDIM's last, to x̂0): the floor of a cell."""
+    a = jax.nn.sigmoid(rho[-1])
+    lam, m = spec.eigenvalues, spec.mean
+    g = jnp.sqrt(a) * lam / (a * lam + 1 - a)
+    mean, var = m - g * jnp.sqrt(a) * m, g**2
+    return jnp.sqrt(jnp.sum(mean**2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2))
+
+
+_floor_vg = jax.jit(jax.value_and_grad(w2_floor))
 
 
 def stream_triad(stats, n: int, reps: int) -> dict:
@@ -111,6 +128,10 @@ def _cell(name, d, S, spectrum, timing, bandwidth, quick) -> dict:
     reps, min_time = (3, 0.0) if quick else (10, 0.5)
     if too_big[0]:
         return row
+    jax.block_until_ready(_floor_vg(rho, spec))
+    t = timing["timed"](_floor_vg, rho, spec, reps=reps, min_time=min_time, max_time=5.0)
+    row.update(floor_ms=1e3 * t["median"], floor_q25_ms=1e3 * t["q25"])
+    row.update(floor_q75_ms=1e3 * t["q75"], floor_n=t["n"])
     vf, gf = jax.block_until_ready(c_fast(rho, spec))  # also the warm-up calls
     if too_big[1]:  # the engine alone
         t = timing["timed"](c_fast, rho, spec, reps=reps, min_time=min_time, max_time=20.0)
@@ -132,6 +153,7 @@ def _cell(name, d, S, spectrum, timing, bandwidth, quick) -> dict:
     row.update(timing["pair_fields"](p))
     row["fast_bound_fraction"] = row["bound_ms"] / row["fast_ms"]
     row["scan_bound_fraction"] = row["bound_ms"] / row["scan_ms"]
+    row["ceiling"] = row["scan_ms"] / row["floor_ms"]
     row["value_rel_diff"] = float(abs(vf - vs) / abs(vs))
     row["grad_rel_diff"] = float(jnp.max(jnp.abs(gf - gs)) / jnp.max(jnp.abs(gs)))
     return row
@@ -182,9 +204,12 @@ def table(rows: list[dict]) -> str:
         f"STREAM-like triad in this run ({bw['array_mib']:.0f} MiB arrays): {g['median']:.3g} "
         f"GB/s [{g['q25']:.3g}–{g['q75']:.3g}], n = {g['n']}. Bound: the bytes one pass must "
         "read and write (λ, m, ρ in; W2, ∂W2/∂ρ out) at that bandwidth; 'at bound' is bound "
-        "time / measured time. Peak MiB: XLA temporaries + arguments + outputs.\n\n"
+        "time / measured time. Peak MiB: XLA temporaries + arguments + outputs. Floor: the "
+        "same value+grad with one closed-form step (no loop over steps); ceiling = scan / "
+        "floor, the most any implementation of the S steps could gain over the scan.\n\n"
     )
-    header = ["sampler", "d", "S", "engine ms", "lax.scan ms", "speed-up", "n",
+    header = ["sampler", "d", "S", "engine ms", "lax.scan ms", "speed-up", "n", "floor ms",
+              "ceiling",
               "engine peak MiB", "scan peak MiB", "bytes/pass", "bound ms", "engine at bound",
               "scan at bound"]  # fmt: skip
     body = []
@@ -194,7 +219,9 @@ def table(rows: list[dict]) -> str:
             speed = f"{r['speedup']:.3g}x [{r['speedup_q25']:.3g}–{r['speedup_q75']:.3g}]"
         body.append([
             r["sampler"], r["d"], r["S"], _time(r, "fast"), _time(r, "scan"), speed,
-            r.get("n", "-"), _mib(r["memory_bytes_fast"]), _mib(r["memory_bytes_scan"]),
+            r.get("n", "-"), _time(r, "floor") if "floor_ms" in r else "-",
+            f"{r['ceiling']:.3g}x" if r.get("ceiling") else "-",
+            _mib(r["memory_bytes_fast"]), _mib(r["memory_bytes_scan"]),
             f"{r['min_bytes']:,}", f"{r['bound_ms']:.3g}", _fraction(r, "fast"),
             _fraction(r, "scan"),
         ])  # fmt: skip

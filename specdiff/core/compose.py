@@ -25,6 +25,9 @@ the step is linear in x, z and each denoised value, so multilinear in t), with a
 written-out reverse pass. On CPU this measured ~2.5× faster than differentiating Heun's
 step over the eigenvalues; for E = 1 the step itself was faster.
 
+One-state deterministic samplers (Euler, Heun, DPM-2) come here only for trajectories:
+their outputs and transfer functions take the closed form of ``core.rational``.
+
 Round-off: the tree multiplies contiguous runs of steps, as the sequential loop's running
 state does; each run's product is bounded by the gains' telescoping limits (σ'/σ below,
 α'/α above), so nothing overflows in float32 over thousands of steps. The interpolation

@@ -1,6 +1,6 @@
 """Closed-form spectral transfer functions and output moments (SPEC §3–4, §11).
 
-Two paths. DDIM/DDPM (``sampler.mobius``): for a schedule with levels L_0 … L_{S−1} (the
+Three paths. DDIM/DDPM (``sampler.mobius``): for a schedule with levels L_0 … L_{S−1} (the
 final step to clean data implicit), step k maps the centred state per eigenvalue as
 y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
 
@@ -13,13 +13,18 @@ steps or eigenvalues, no underflow for large S, and finite gradients with respec
 log-SNR levels everywhere inside the domain. The final step (to clean) has σ = 0 and is
 kept apart so that λ = 0 gives H = 0 exactly with finite gradients.
 
+One-state deterministic samplers (Euler, Heun, DPM-2, the ancestral ones at η = 0;
+``core.rational``): the same product with g_k(λ) a ratio of polynomials of degree E (the
+step's denoiser calls), from the step run at the corners of its gains; same chunked
+forward and written-out reverse pass.
+
 Every other sampler (SPEC §11): s = (y, history) maps as s' = A_k s + B_k z_k, composed by
 ``core.compose``: all steady steps' maps at once (the sampler's own step vmapped over the
 step index; a step with several denoiser calls interpolated at its gains γ(σ_j) from the
 step run on scalars), reduced by a pairwise tree (an associative scan for trajectories);
 schedules of at most ``SEQUENTIAL_MAX_STEPS`` steps run one map after another
 (``core.sequential``: faster there).
-Both paths run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
+All three run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
 
 Why this module is long: the public entry points (moments, transfer function, forward
 marginals), their input checks and the dispatch between the paths and onto devices share
