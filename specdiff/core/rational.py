@@ -111,9 +111,10 @@ def _gains(c, s2, lam):
 
 
 def chunked(x, fill):
-    """(n, …) → (⌈n/c⌉, c, …) with c = min(n, ``_CHUNK``), padded with ``fill``."""
+    """(n, …) → (k, c, …), k = ⌈n/``_CHUNK``⌉ chunks of c = ⌈n/k⌉ ≤ ``_CHUNK`` (fewer than
+    k padding rows, e.g. 99 steps as 4 × 25), padded with ``fill``."""
     n = x.shape[0]
-    size = max(1, min(n, _CHUNK))
+    size = max(1, -(-n // max(1, -(-n // _CHUNK))))
     pad = (-n) % size
     x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)], 0)
     return x.reshape((-1, size) + x.shape[1:])
