@@ -43,7 +43,7 @@ def _measure(name: str, n: int, dtype: str) -> dict:
     import specdiff as sd
     from specdiff.core import mesh as mesh_mod
     from specdiff.core import sharded
-    from specdiff.core.engine import block_size
+    from specdiff.core.engine import default_block
 
     sampler = sd.samplers.from_name(name)
     mesh = sharded.active_mesh(n)
@@ -67,7 +67,7 @@ def _measure(name: str, n: int, dtype: str) -> dict:
         "d": D,
         "S": STEPS,
         "dtype": dtype,
-        "block": block_size(STEPS, sampler.state_size),
+        "block": default_block(STEPS, sampler, -(-D // n)),
         "eigenvalues_per_device": -(-D // n),
         "temp_mib": ma.temp_size_in_bytes / MIB,
         "argument_mib": ma.argument_size_in_bytes / MIB,

@@ -43,7 +43,15 @@ import jax.numpy as jnp
 
 from specdiff.core.steps import step_plan
 
-__all__ = ["compose", "corner_columns", "middle_corners", "propagate", "reduce_maps", "step_maps"]
+__all__ = [
+    "compose",
+    "corner_columns",
+    "count_calls",
+    "middle_corners",
+    "propagate",
+    "reduce_maps",
+    "step_maps",
+]
 
 
 def _mm(a, b):
@@ -89,7 +97,7 @@ def reduce_maps(maps):
     return jax.tree.map(lambda x: x[0], maps)
 
 
-def _count_calls(sampler, sigmas, i, order, last):
+def count_calls(sampler, sigmas, i, order, last):
     """How many times the step calls the denoiser (static: the step's Python control flow)."""
     calls = []
 
@@ -222,7 +230,7 @@ def middle_corners(sampler, sigmas):
     if middle is None:
         return None
     start, stop, order = middle
-    calls = _count_calls(sampler, sigmas, start, order, False)
+    calls = count_calls(sampler, sigmas, start, order, False)
     if calls < 2:
         return None
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from specdiff.core.compose import corner_columns
+from specdiff.core.compose import corner_columns, count_calls
 from specdiff.core.steps import step_plan
 
 __all__ = [
@@ -52,24 +52,10 @@ def applies(sampler) -> bool:
     return sampler.state_size == 1 and sampler.noise_dim == 0 and sampler.history == 0
 
 
-def _calls(sampler, sigmas, i, order, last):
-    calls = []
-
-    def denoise(x, sigma):
-        calls.append(sigma)
-        return x
-
-    zero = jnp.zeros((), sigmas.dtype)
-    jax.eval_shape(
-        lambda sg: sampler.step(denoise, zero, (), (), sg, i, order=order, last=last), sigmas
-    )
-    return len(calls)
-
-
 def coefficients(sampler, sigmas, start, stop, *, last: bool = False):
     """(c (M, E + 1), s2 (M, E)) of steps start … stop − 1: N_k's coefficients, lowest
     power first, and the calls' s_kj². Independent of λ; differentiable in ``sigmas``."""
-    calls = _calls(sampler, sigmas, start, 0, last)
+    calls = count_calls(sampler, sigmas, start, 0, last)
 
     def one(i):
         f, s = corner_columns(sampler, sigmas, i, order=0, last=last, calls=calls)

@@ -99,7 +99,7 @@ def test_gain_interpolation_equals_affine_columns(case):
     lam = jnp.asarray([0.0, 1e-3, 0.3, 1.0, 40.0])
     n = sampler.state_size
     i, order = 4, min(4, sampler.history)
-    calls = compose._count_calls(sampler, sig, i, order, False)
+    calls = compose.count_calls(sampler, sig, i, order, False)
     c, s = compose.corner_columns(sampler, sig, i, order=order, last=False, calls=calls)
     ab = compose._interpolate(c[None], s[None], lam)[0]
     a, b = sampler.affine_columns(lam, sig, i, order=order, last=False)
