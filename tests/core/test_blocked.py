@@ -42,7 +42,7 @@ def test_blocked_equals_unblocked(name):
 
 
 def test_block_size_bounds():
-    assert block_size(10) == 16384
+    assert block_size(10) == 16384 and block_size(10, cap=2**17) == 65536
     assert block_size(1000) == 1024
     assert block_size(1000, 3) == 256
     assert all(256 <= block_size(s, n) <= 16384 for s in (1, 7, 100, 10**5) for n in (1, 2, 4))
