@@ -141,7 +141,7 @@ def bench_design(quick, median_time, benchmark_spectrum):
     rows = []
     d = 256 if quick else 3072
     steps_list = (10,) if quick else (10, 100, 1000)
-    budget = 1.0 if quick else 120.0
+    budget = 0.5 if quick else 120.0
     spec = benchmark_spectrum(d, np.float32)
     for steps in steps_list:
         # Each S compiles its own programs (and the eager loops many small ones); a process
@@ -149,7 +149,7 @@ def bench_design(quick, median_time, benchmark_spectrum):
         jax.clear_caches()
         rows += _overhead_rows(spec, steps, median_time)
         if steps <= 100:
-            rows.append(_torch_row(spec, steps, median_time, 2.0 if quick else 120.0))
+            rows.append(_torch_row(spec, steps, median_time, 1.0 if quick else 120.0))
         res = sd.design_schedule(spec, steps, DDIM, progress=False)  # compiles
         target = res.loss * (1 + 1e-4)
         t_call = median_time(
@@ -210,7 +210,7 @@ def bench_design(quick, median_time, benchmark_spectrum):
             print(rows[-1], flush=True)
 
     # Per-eigenvalue sweep: all eigenvalues through one compiled, vmapped pool vs a Python
-    # loop of designs over every eigenvalue (--quick: 16 of them, scaled). The quality of
+    # loop of designs over every eigenvalue (--quick: 4 of them, scaled). The quality of
     # the two is compared too: W2 of the sweep over W2 of the loop, per eigenvalue.
     n = 256 if quick else 3072
     steps = 100
@@ -225,7 +225,7 @@ def bench_design(quick, median_time, benchmark_spectrum):
         per = sd.design_per_eigenvalue(lam, steps, DDIM, mean=mean, progress=False)
         times.append(time.perf_counter() - t0)
     t_fast = float(np.median(times))
-    m = 16 if quick else n  # the quick run times the loop on 16 and scales
+    m = 4 if quick else n  # the quick run times the loop on 4 and scales
     sub = np.linspace(0, n - 1, m).astype(int)
     sd.design_schedule(sd.Spectrum(lam[:1], mean[:1]), steps, DDIM, progress=False)  # compiles
     loop_loss = []

@@ -185,7 +185,8 @@ def _log_output(lam, schedule, sampler):
 
 def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
     """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``. ``coeffs``: the
-    general path's eigenvalue-independent step data (``_step_corners``), if computed."""
+    eigenvalue-independent step data, if computed (``_rational_coefficients`` on the
+    rational path, ``_step_corners`` on the tree)."""
     if _rational(sampler):
         return _rational_output(lam, m, schedule, sampler, transfer, coeffs)
     if not _mobius(sampler):

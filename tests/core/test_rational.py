@@ -12,12 +12,13 @@ import specdiff as sd
 from specdiff.core import engine, rational
 from tests.samplers.cases import karras
 
-# One-state deterministic samplers: one denoiser call (Euler), two nested calls (Heun,
-# DPM-2) and a sampler whose η = 0 makes it deterministic (DPM++ 2S ancestral).
+# One-state deterministic samplers: one denoiser call (Euler), two nested calls (Heun)
+# and a sampler whose η = 0 makes it deterministic (DPM++ 2S ancestral, two calls at
+# other levels). DPM-2 (two calls, one at a midpoint level) is in ``test_path_choice`` and
+# in the samplers suite's references.
 RATIONAL = {
     "euler": {},
     "heun": {},
-    "dpm_2": {},
     "dpmpp_2s_ancestral": {"eta": 0.0},
 }
 
@@ -112,7 +113,7 @@ def test_zero_gain_gives_a_finite_gradient():
 
 def test_path_choice():
     on = [sd.samplers.from_name(n, **kw) for n, kw in RATIONAL.items()]
-    on.append(sd.samplers.from_name("euler_ancestral", eta=0.0))
+    on += [sd.samplers.from_name("dpm_2"), sd.samplers.from_name("euler_ancestral", eta=0.0)]
     off = [
         sd.samplers.DDIM(),  # the Möbius path
         sd.samplers.from_name("euler", s_churn=1.0),  # churn draws noise
