@@ -185,12 +185,12 @@ def _log_output(lam, schedule, sampler):
 
 def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
     """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``. ``coeffs``: the
-    eigenvalue-independent step data, if computed (``_rational_coefficients`` on the
-    rational path, ``_step_corners`` on the tree)."""
-    if _rational(sampler):
-        return _rational_output(lam, m, schedule, sampler, transfer, coeffs)
+    eigenvalue-independent step data (``_step_data``), if computed."""
     if not _mobius(sampler):
-        h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer, coeffs)
+        if _rational(sampler):
+            h, mean, var = _rational_moments(lam, m, schedule, sampler, transfer, coeffs)
+        else:
+            h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer, coeffs)
         if transfer:  # H of the process's own coordinates (SPEC §4): y_0 = α_0·y_0^σ
             la0, _ = log_alpha_sigma(schedule.log_snr[0].astype(h.dtype), schedule.process)
             return (h * jnp.exp(-la0),)
@@ -218,15 +218,18 @@ _RATIONAL_WHOLE = 3 * 2**17
 _MOBIUS_CAP = 2**17
 
 
+def _power_of_two(target: int, lowest: int, cap: int) -> int:
+    """The largest power of two ≤ ``target``, clamped to [lowest, cap]."""
+    return int(min(cap, max(lowest, 1 << max(0, target.bit_length() - 1))))
+
+
 def block_size(steps: int, state_size: int = 1, general: bool = False, cap: int = 16384) -> int:
     """Eigenvalues per block, a power of two: S·n²·block ≈ 2²⁰ in [256, ``cap``] (closed
     form and short schedules), or S·n·block ≈ 2¹⁵ in [64, ``cap``] for the general path's
     tree (``general``)."""
-    target = _BLOCK_ELEMENTS // max(1, steps * state_size**2)
-    lowest = 256
     if general:
-        target, lowest = _GENERAL_ELEMENTS // max(1, steps * state_size), 64
-    return int(min(cap, max(lowest, 1 << max(0, target.bit_length() - 1))))
+        return _power_of_two(_GENERAL_ELEMENTS // max(1, steps * state_size), 64, cap)
+    return _power_of_two(_BLOCK_ELEMENTS // max(1, steps * state_size**2), 256, cap)
 
 
 def _tree_path(steps: int, sampler) -> bool:
@@ -240,8 +243,7 @@ def default_block(steps: int, sampler, d: int | None = None) -> int:
     if _rational(sampler):
         if d is not None and d * steps <= _RATIONAL_WHOLE:
             return d
-        target = _RATIONAL_ELEMENTS // max(1, steps)
-        return int(min(16384, max(256, 1 << max(0, target.bit_length() - 1))))
+        return _power_of_two(_RATIONAL_ELEMENTS // max(1, steps), 256, 16384)
     if _mobius(sampler):
         return block_size(steps, cap=_MOBIUS_CAP)
     return block_size(steps, sampler.state_size, _tree_path(steps, sampler))
@@ -254,20 +256,17 @@ def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfe
     and in the backward pass (which recomputes each block), so memory is
     O(block·S + d) instead of O(S·d). The spectrum is padded with λ = 1, m = 0 to a
     multiple of the block; eigenvalues are independent, so padding changes nothing. The
-    general path's eigenvalue-independent step data (``_step_corners``) is computed once,
-    before the loop over blocks.
+    eigenvalue-independent step data (``_step_data``) is computed once, before the loop
+    over blocks.
     """
     d = lam.shape[0]
-    general = _tree_path(schedule.num_steps, sampler)
     if block is None:
         block = default_block(schedule.num_steps, sampler, d)
     if d <= block:
         return _output(lam, m, schedule, sampler, transfer)
     lam_p = pad_to_multiple(lam, block, 1.0)[0].reshape(-1, block)
     m_p = pad_to_multiple(m, block, 0.0)[0].reshape(-1, block)
-    coeffs = _step_corners(lam, schedule, sampler) if general else None
-    if _rational(sampler):
-        coeffs = _rational_coefficients(lam, schedule, sampler)
+    coeffs = _step_data(lam, schedule, sampler)
     body = jax.checkpoint(lambda lm, sch, cn: _output(lm[0], lm[1], sch, sampler, transfer, cn))
     out = jax.lax.map(lambda lm: body(lm, schedule, coeffs), (lam_p, m_p))
     return tuple(o.reshape(-1)[:d] for o in out)
@@ -412,27 +411,28 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
     return jnp.concatenate([s, jnp.zeros((1,), s.dtype)])
 
 
-def _rational_coefficients(lam, schedule, sampler):  # ``core.rational``'s λ-independent part
+def _step_data(lam, schedule, sampler):
+    """The eigenvalue-independent step data of the rational path (``rational``'s
+    coefficients) or of the tree (``compose``'s corners), else None."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
-    return rational.step_coefficients(sampler, sigmas_with_zero(schedule, dtype))
+    if _rational(sampler):
+        return rational.step_coefficients(sampler, sigmas_with_zero(schedule, dtype))
+    if _tree_path(schedule.num_steps, sampler):
+        return middle_corners(sampler, sigmas_with_zero(schedule, dtype))
+    return None
 
 
-def _rational_output(lam, m, schedule, sampler, transfer, coeffs=None):
-    """``_output`` of a one-state deterministic sampler: H in closed form (``core.rational``),
-    mean m − H·m, variance H²·Var0 (y_0 = x_0 − m, E[y_0] = −m, in σ coordinates)."""
+def _rational_moments(lam, m, schedule, sampler, transfer, coeffs=None):
+    """(H, None, None) with ``transfer``, else (None, mean, var), of a one-state
+    deterministic sampler: H in closed form (``core.rational``, σ coordinates), mean m − H·m,
+    variance H²·Var0 (y_0 = x_0 − m, E[y_0] = −m)."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
     h = rational.transfer(sampler, lam, sigmas_with_zero(schedule, dtype), coeffs)
-    if transfer:  # H of the process's own coordinates (SPEC §4): y_0 = α_0·y_0^σ
-        la0, _ = log_alpha_sigma(schedule.log_snr[0].astype(dtype), schedule.process)
-        return (h * jnp.exp(-la0),)
+    if transfer:
+        return h, None, None
     var = h * h * start_variance(schedule).astype(dtype)
-    return m - h * m, jnp.maximum(var, jnp.finfo(dtype).tiny)
-
-
-def _step_corners(lam, schedule, sampler):  # the general path's λ-independent part
-    dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
-    return middle_corners(sampler, sigmas_with_zero(schedule, dtype))
+    return None, m - h * m, jnp.maximum(var, jnp.finfo(dtype).tiny)
 
 
 def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False, coeffs=None):

@@ -49,16 +49,17 @@ _CHUNK = 32
 
 def applies(sampler) -> bool:
     """Whether ``sampler`` has a one-component state and no noise (this path's samplers)."""
-    return sampler.state_size == 1 and sampler.noise_dim == 0 and sampler.history == 0
+    return sampler.history == 0 and sampler.noise_dim == 0
 
 
-def coefficients(sampler, sigmas, start, stop, *, last: bool = False):
-    """(c (M, E + 1), s2 (M, E)) of steps start … stop − 1: N_k's coefficients, lowest
-    power first, and the calls' s_kj². Independent of λ; differentiable in ``sigmas``."""
-    calls = count_calls(sampler, sigmas, start, 0, last)
+def coefficients(sampler, sigmas, start, stop):
+    """(c (M, E + 1), s2 (M, E)) of the steps start … stop − 1 before the last: N_k's
+    coefficients, lowest power first, and the calls' s_kj². Independent of λ;
+    differentiable in ``sigmas``."""
+    calls = count_calls(sampler, sigmas, start, 0, False)
 
     def one(i):
-        f, s = corner_columns(sampler, sigmas, i, order=0, last=last, calls=calls)
+        f, s = corner_columns(sampler, sigmas, i, order=0, last=False, calls=calls)
         return f[:, 0, 0], s  # (2^E,), (E,)
 
     f, s = jax.vmap(one)(jnp.arange(start, stop, dtype=jnp.int32))
@@ -87,13 +88,17 @@ def _numerator(c, lam):
     return out
 
 
+def _product(xs):
+    out = 1.0
+    for x in xs:
+        out = out * x
+    return out
+
+
 def _gains(c, s2, lam):
     """g (M, d) = N(λ)/∏_j (λ + s_j²)."""
     num = _numerator(c[:, None, :], lam)
-    den = 1.0
-    for j in range(s2.shape[-1]):
-        den = den * (lam + s2[:, j, None])
-    return num / den
+    return num / _product([lam + s2[:, j, None] for j in range(s2.shape[-1])])
 
 
 def chunked(x, fill):
@@ -120,13 +125,6 @@ def log_gain_product(lam, c, s2):
 
 def _fwd(lam, c, s2):
     return log_gain_product(lam, c, s2), (lam, c, s2)
-
-
-def _product(xs):
-    out = 1.0
-    for x in xs:
-        out = out * x
-    return out
 
 
 def _safe_inverse(x):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import specdiff as sd
-from specdiff.core.engine import _moments, block_size
+from specdiff.core.engine import _moments, block_size, default_block
 
 # Möbius path, its noise path, the general path (one gain a step; two gains, the
 # eigenvalue-independent step data computed once outside the blocks).
@@ -60,7 +60,7 @@ def test_temporaries_do_not_grow_with_d(name):
     """
     steps = 64
     sampler = sd.samplers.from_name(name)
-    block = block_size(steps, sampler.state_size, not getattr(sampler, "mobius", False))
+    block = default_block(steps, sampler)  # the engine's own block for this sampler
     rho = jnp.asarray(sd.schedules.edm(steps, process="ve").log_snr, jnp.float32)
 
     def temp_bytes(d):
