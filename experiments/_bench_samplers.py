@@ -84,8 +84,7 @@ _scan_vg = jax.jit(jax.value_and_grad(_scan), static_argnums=2)
 SCAN_ELEMENTS = 2**28
 
 
-def _row(d, name, S, median_time, benchmark_spectrum) -> dict:
-    spec = benchmark_spectrum(d, np.float32)
+def _row(d, name, S, median_time, spec) -> dict:
     sampler = sd.samplers.from_name(name)
     rho = jnp.asarray(sd.schedules.edm(S, process="ve").log_snr, np.float32)
     vf, gf = _fast_vg(rho, spec, sampler)
@@ -119,8 +118,9 @@ def bench_samplers(quick: bool, median_time, benchmark_spectrum, dims=None) -> l
     steps = (10, 100) if quick else (10, 100, 1000)
     rows = []
     for d in dims:
+        spec = benchmark_spectrum(d, np.float32)
         for name in SAMPLERS:
             for S in steps:
-                rows.append(_row(d, name, S, median_time, benchmark_spectrum))
+                rows.append(_row(d, name, S, median_time, spec))
                 print(rows[-1], flush=True)
     return rows

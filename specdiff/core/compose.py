@@ -294,7 +294,8 @@ def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, corners=
     def single(state, i, order, last):
         a, b = sampler.affine_columns(lam, sigmas, i, order=order, last=last)
         state = _apply((a, _noise_cov(b) if state[1] is not None else None), state)
-        states.append(jax.tree.map(lambda x: x[None], state))
+        if trajectory:
+            states.append(jax.tree.map(lambda x: x[None], state))
         return state
 
     for i, order, last in head:

@@ -100,7 +100,7 @@ class PoolCheckpoint:
     def maybe_save_pool(self, pool):
         if time.perf_counter() - self.last >= self.every:
             self.saves += 1
-            self.store.save(self.saves, pool)
+            self.store.save(self.saves, jax.tree.map(np.asarray, pool))
             self.last = time.perf_counter()
 
     def close(self):

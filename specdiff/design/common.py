@@ -106,13 +106,12 @@ def _map_to_ends(rho, mode, ends):
     return ends[0] + (rho - rho[0]) / (rho[-1] - rho[0]) * (ends[1] - ends[0])
 
 
-def _heuristic_candidates(steps, process, mode, ends):
+def _heuristic_candidates(steps, mode, ends):
     """Every published heuristic's float64 log-SNR grid, on the endpoints if fixed.
 
     A heuristic's log-SNR grid is the same for every process; the grids are built on the
     host (no JAX operation) and cached per S, read-only.
     """
-    del process  # the same ρ grid for every process
     return {name: _map_to_ends(rho, mode, ends) for name, rho in _heuristic_grids(int(steps))}
 
 

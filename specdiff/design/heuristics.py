@@ -76,11 +76,11 @@ class _Grid(NamedTuple):
 
 # The ``process`` that asks a heuristic for its ``_Grid`` instead of a ``Schedule``: the
 # designer's candidates, built without device arrays or JAX operations.
-_GRID = "grid"
+_GRID = object()  # private: no public ``process`` argument can equal it
 
 
 def _finish(levels, natural: str, process: str | None) -> Schedule:
-    if process == _GRID:
+    if process is _GRID:
         lv = np.asarray(levels, dtype=np.float64)
         _validate_levels(lv, natural)
         return _Grid(_log_snr_from_levels(lv, natural, np))
@@ -235,7 +235,7 @@ def log_snr_uniform(
     if not log_snr_min < log_snr_max:
         raise ValueError(f"need log_snr_min < log_snr_max, got {log_snr_min}, {log_snr_max}")
     rho = log_snr_min + _frac(S) * (log_snr_max - log_snr_min)
-    if process == _GRID:
+    if process is _GRID:
         return _Grid(rho)
     sch = Schedule.from_log_snr(rho, "vp")
     return sch if process is None else sch.to_process(process)

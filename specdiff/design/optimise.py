@@ -129,12 +129,19 @@ class _Start(NamedTuple):
     rho0: np.ndarray | None  # (S,) float64 grid the start is built from (None for "best")
     out: tuple  # ``problem._start``'s outputs: losses, row, θ0, loss0, scale, state, data
 
+    def chosen(self, row) -> tuple:
+        """(name, grid) of the start: the one asked for, or for "best" the heuristic in
+        ``row`` (the compiled start's pick)."""
+        if self.name is not None:
+            return self.name, self.rho0
+        name = list(self.cands)[int(row)]
+        return name, self.cands[name]
+
 
 class _Host(NamedTuple):
     """The start and the run, on the host."""
 
     name: str
-    rho0: np.ndarray
     loss: float  # objective at the start (W2² for "w2")
     scale: float  # the optimiser sees the objective times this (``problem._unit_scale``)
     heuristics: dict  # name → objective of every heuristic
@@ -297,7 +304,7 @@ def _initialise(setup: _Setup, init, key, run: bool, progress):
     compiled call (``finish`` is then ``_finish``'s outcome, else None).
     """
     cfg, data = setup.cfg, setup.data
-    cands = _heuristic_candidates(cfg.steps, cfg.process, cfg.mode, setup.ends)
+    cands = _heuristic_candidates(cfg.steps, cfg.mode, setup.ends)
     name, rho0 = _start_grid(init, cands, cfg, setup.ends, key)
     rows = list(cands.values())
     if name is None:  # "best": chosen inside the compiled call
@@ -379,10 +386,7 @@ def _checkpoint_store(setup: _Setup, start: _Start, checkpoint_dir):
     from specdiff.design.checkpoint import RunCheckpoint
 
     spec = setup.data.spectrum
-    name, rho0 = start.name, start.rho0
-    if name is None:  # "best": the compiled start picked it
-        name = list(start.cands)[int(start.out[1])]
-        rho0 = start.cands[name]
+    name, rho0 = start.chosen(start.out[1])
     run_args = _run_args(
         "design_schedule", setup.cfg, setup.ends, setup.max_iter, setup.dtype, setup.floor
     ) | {
@@ -409,12 +413,9 @@ def _compare(setup: _Setup, start: _Start, state: _State, fin):
     losses, row, loss0, scale, rho, loss, it, hist, done, value = jax.device_get(got)
     if not (np.isfinite(rho).all() and (np.diff(rho) > 0).all()):
         Schedule.from_log_snr(rho, cfg.process)  # raises the error that says why
-    name, rho0 = start.name, start.rho0
-    if name is None:
-        name = list(start.cands)[int(row)]
-        rho0 = start.cands[name]
+    name, _ = start.chosen(row)
     heur = {n: float(v) for n, v in zip(start.cands, losses)}
-    host = _Host(name, rho0, float(loss0), float(scale), heur, int(it), hist, bool(done), value)
+    host = _Host(name, float(loss0), float(scale), heur, int(it), hist, bool(done), value)
     return schedule, float(loss), host
 
 

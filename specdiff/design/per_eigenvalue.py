@@ -268,7 +268,7 @@ def _validate(eigenvalues, steps, sampler, process, metric, endpoints, opts, mes
 def _heuristic_starts(sw: _Sweep) -> _Starts:
     """Per-eigenvalue losses of every heuristic are its divergence terms: pick the best."""
     cfg, n = sw.cfg, sw.lam.size
-    cands = _heuristic_candidates(cfg.steps, cfg.process, cfg.mode, sw.ends)
+    cands = _heuristic_candidates(cfg.steps, cfg.mode, sw.ends)
     names = list(cands)
     rho_cands = jnp.asarray(np.stack([cands[nm] for nm in names]), sw.dtype)  # (H, S)
     best, loss = np.zeros(n, np.int64), np.zeros(n, sw.dtype)

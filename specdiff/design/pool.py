@@ -35,6 +35,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from specdiff.core import sharded
 from specdiff.core.mesh import AXIS
 from specdiff.design import one_eigenvalue as _one
 from specdiff.design.problem import (
@@ -229,8 +230,8 @@ def _run_local(pool: _Pool, block: _Block, ends, limit, cfg: _Config, rules: _Ru
         p, t = c
         return _tick(p, block, ends, cfg, rules), t + 1
 
-    pool, ticks = jax.lax.while_loop(cond, body, (pool, jnp.zeros((), jnp.int32)))
-    return pool, ticks[None]
+    pool, _ = jax.lax.while_loop(cond, body, (pool, jnp.zeros((), jnp.int32)))
+    return pool
 
 
 _run_one = jax.jit(_run_local, static_argnames=("cfg", "rules"), donate_argnums=0)
@@ -240,19 +241,14 @@ _run_one = jax.jit(_run_local, static_argnames=("cfg", "rules"), donate_argnums=
 def _run_sharded(pool, block, ends, limit, cfg, rules, mesh):
     """``_run_local`` on every device of ``mesh`` at once, each on its own rows and slots."""
     run = functools.partial(_run_local, cfg=cfg, rules=rules)
-    return jax.shard_map(
-        run,
-        mesh=mesh,
-        in_specs=(P(AXIS), P(AXIS), P(), P()),
-        out_specs=(P(AXIS), P(AXIS)),
-        check_vma=False,
-    )(pool, block, ends, limit)
+    specs = (P(AXIS), P(AXIS), P(), P())
+    return sharded._shard_map(run, mesh, specs, P(AXIS))(pool, block, ends, limit)
 
 
 def run_block(pool: _Pool, block: _Block, ends, limit: int, cfg, rules, mesh=None):
     """Advance ``pool`` on ``block`` (sharded over ``mesh`` when it has several devices).
 
-    Returns (pool, ticks run per device). The ``pool`` passed in is consumed (donated).
+    Returns the advanced pool. The ``pool`` passed in is consumed (donated).
     """
     limit = jnp.asarray(min(int(limit), np.iinfo(np.int32).max), jnp.int32)
     ends = jnp.asarray(ends, block.theta0.dtype)
@@ -373,7 +369,7 @@ class Runner:
         """Run one block to its end, storing what stops (and checkpointing, if asked)."""
         out, real = self.out, rows >= 0
         while True:
-            pool, _ = run_block(
+            pool = run_block(
                 pool, block, self.sw.ends, self.limit, self.sw.cfg, self.sw.rules, self.mesh
             )
             reason = np.asarray(pool.reason)
@@ -391,4 +387,4 @@ class Runner:
                 return
             if self.ckpt is not None:
                 saved = {"rows": rows, "block": block, "pool": pool}
-                self.ckpt.maybe_save_pool(jax.tree.map(np.asarray, saved))
+                self.ckpt.maybe_save_pool(saved)  # copied to the host only when written

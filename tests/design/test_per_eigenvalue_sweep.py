@@ -33,7 +33,7 @@ def reference(lam, mean, max_iter=500):
     the better of the best point and the start. Returns (log_snr, W2, iterations)."""
     cfg = P._Config(STEPS, "vp", DDIM, "w2", "free", "lbfgs_parallel", 0.0, None,
                     _tol(None, np.float64), 5)  # fmt: skip
-    cands = _heuristic_candidates(STEPS, "vp", "free", np.zeros(2))
+    cands = _heuristic_candidates(STEPS, "free", np.zeros(2))
     ends = jnp.zeros(2)
     out = []
     for lam_i, m_i in zip(lam, mean):
@@ -152,6 +152,23 @@ def _count_started(monkeypatch):
     return count
 
 
+def _run_killed(monkeypatch, cls, method, n, folder, every):
+    """A checkpointed ``run`` killed right after the n-th call of ``cls.method`` (which
+    completes)."""
+    real, calls = getattr(cls, method), [0]
+
+    def killing(self, *args):
+        real(self, *args)
+        calls[0] += 1
+        if calls[0] == n:
+            raise Interrupted
+
+    with monkeypatch.context() as m:
+        m.setattr(cls, method, killing)
+        with pytest.raises(Interrupted):
+            run(checkpoint_dir=folder, checkpoint_every=every)
+
+
 def test_resumes_losing_nothing_finished(tmp_path, monkeypatch):
     """Killed right after finished problems were saved (no pool state saved): the rerun
     starts only the unfinished problems and gives the same result."""
@@ -159,18 +176,7 @@ def test_resumes_losing_nothing_finished(tmp_path, monkeypatch):
 
     monkeypatch.setattr("specdiff.design.pool.CHECKPOINT_TICKS", 3)
     full = run()
-    real, calls = PoolCheckpoint.save_finished, [0]
-
-    def save_finished(self, out):
-        real(self, out)
-        calls[0] += 1
-        if calls[0] == 2:
-            raise Interrupted
-
-    with monkeypatch.context() as m:
-        m.setattr(PoolCheckpoint, "save_finished", save_finished)
-        with pytest.raises(Interrupted):
-            run(checkpoint_dir=tmp_path, checkpoint_every=1e9)
+    _run_killed(monkeypatch, PoolCheckpoint, "save_finished", 2, tmp_path, 1e9)
     done_before = np.load(tmp_path / "finished.npz")["finished"]
     assert 0 < done_before.sum() < LAM.size
     started = _count_started(monkeypatch)
@@ -187,18 +193,7 @@ def test_resumes_the_block_in_flight(tmp_path, monkeypatch):
 
     monkeypatch.setattr("specdiff.design.pool.CHECKPOINT_TICKS", 3)
     full = run()
-    real, calls = RunCheckpoint.save, [0]
-
-    def save(self, step, state):
-        real(self, step, state)
-        calls[0] += 1
-        if calls[0] == 3:
-            raise Interrupted
-
-    with monkeypatch.context() as m:
-        m.setattr(RunCheckpoint, "save", save)
-        with pytest.raises(Interrupted):
-            run(checkpoint_dir=tmp_path, checkpoint_every=0)
+    _run_killed(monkeypatch, RunCheckpoint, "save", 3, tmp_path, 0)
     started = _count_started(monkeypatch)
     resumed = run(checkpoint_dir=tmp_path, checkpoint_every=0)
     assert started[0] == 0
