@@ -15,8 +15,14 @@ import numpy as np
 import specdiff as sd
 from specdiff.core.engine import _moments, default_block
 
-CASES = ((49152, 1000, "ddim"), (49152, 1000, "ddpm"), (49152, 100, "heun"), (786432, 1000, "ddim"))
-QUICK = ((32768, 100, "ddim"), (16384, 100, "dpmpp_2m"))  # several blocks each
+CASES = (
+    (49152, 1000, "ddim"),
+    (49152, 1000, "ddpm"),
+    (49152, 100, "heun"),
+    (49152, 1000, "dpmpp_2m_sde"),
+    (786432, 1000, "ddim"),
+)
+QUICK = ((32768, 100, "ddim"), (65536, 100, "dpmpp_2m"))  # several blocks each
 
 
 def memory_bytes(compiled) -> dict:

@@ -1,7 +1,8 @@
 """Benchmark section "samplers": value+grad of W2 for several samplers (issue 12).
 
 specdiff's engine (``sd.output_moments``: the closed-form Möbius path for DDIM/DDPM, the
-composed affine maps of the step for the others, blocked over eigenvalues) against a
+rational path for one-state deterministic samplers, the adjoint path for samplers with
+history or noise; blocked over eigenvalues) against a
 straightforward ``lax.scan`` of the same step: at every step, the per-eigenvalue Jacobian
 of ``sampler.step`` on the scalar linear denoiser (``jax.jacfwd`` under ``vmap``), then
 mean and covariance of the state propagated with it. Both are differentiated end to end.
@@ -19,6 +20,8 @@ import specdiff as sd
 from specdiff.core.engine import sigmas_with_zero, start_variance
 
 SAMPLERS = ("ddim", "heun", "dpmpp_2m", "dpmpp_2m_sde")
+# The full run adds a three-value state and an ancestral (noisy one-state) sampler.
+FULL_SAMPLERS = SAMPLERS + ("dpmpp_3m_sde", "euler_ancestral")
 
 
 def _scan_moments(spec, schedule, sampler):
@@ -119,7 +122,7 @@ def bench_samplers(quick: bool, median_time, benchmark_spectrum, dims=None) -> l
     rows = []
     for d in dims:
         spec = benchmark_spectrum(d, np.float32)
-        for name in SAMPLERS:
+        for name in SAMPLERS if quick else FULL_SAMPLERS:
             for S in steps:
                 rows.append(_row(d, name, S, median_time, spec))
                 print(rows[-1], flush=True)

@@ -18,12 +18,11 @@ One-state deterministic samplers (Euler, Heun, DPM-2, the ancestral ones at η =
 step's denoiser calls), from the step run at the corners of its gains; same chunked
 forward and written-out reverse pass.
 
-Every other sampler (SPEC §11): s = (y, history) maps as s' = A_k s + B_k z_k, composed by
-``core.compose``: all steady steps' maps at once (the sampler's own step vmapped over the
-step index; a step with several denoiser calls interpolated at its gains γ(σ_j) from the
-step run on scalars), reduced by a pairwise tree (an associative scan for trajectories);
-schedules of at most ``SEQUENTIAL_MAX_STEPS`` steps run one map after another
-(``core.sequential``: faster there).
+Every other sampler (history or noise; SPEC §11): s = (y, history) maps as
+s' = A_k s + B_k z_k, and the output's row u_k = e₁ᵀ A_{S−1}⋯A_k runs back through the
+steps (``core.adjoint``: n numbers per eigenvalue, [A_k | B_k] interpolated at the gains
+γ(σ) from the step run at the corners of its gains), with a written-out reverse pass.
+Trajectories compose the steps' maps instead (``core.compose``, an associative scan).
 All three run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
 
 Why this module is long: the public entry points (moments, transfer function, forward
@@ -39,12 +38,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from specdiff.core import rational, sharded
+from specdiff.core import adjoint, rational, sharded
 from specdiff.core.checks import cumsum
-from specdiff.core.compose import middle_corners, propagate
+from specdiff.core.compose import propagate
 from specdiff.core.mesh import pad_to_multiple
 from specdiff.core.schedule import Schedule, log_alpha_sigma
-from specdiff.core.sequential import SEQUENTIAL_MAX_STEPS, sequential_moments
 from specdiff.core.spectrum import Spectrum
 
 
@@ -190,7 +188,7 @@ def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
         if _rational(sampler):
             h, mean, var = _rational_moments(lam, m, schedule, sampler, transfer, coeffs)
         else:
-            h, mean, var, _ = _affine_moments(lam, m, schedule, sampler, False, transfer, coeffs)
+            h, mean, var = _adjoint_moments(lam, m, schedule, sampler, transfer, coeffs)
         if transfer:  # H of the process's own coordinates (SPEC §4): y_0 = α_0·y_0^σ
             la0, _ = log_alpha_sigma(schedule.log_snr[0].astype(h.dtype), schedule.process)
             return (h * jnp.exp(-la0),)
@@ -200,11 +198,8 @@ def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
     return (h,) if transfer else (m - h * jnp.exp(log_a0) * m, jnp.exp(log_var))
 
 
-# Elements of one (steps × block × state²) temporary: 2²⁰ float32 = 4 MiB on the Möbius path;
-# the general path keeps ~10 such arrays live in its reverse pass, so S·n·block ≈ 2¹⁵ there
-# (d = 3072, float32: Heun S = 100/1000 fastest at 64–256, DPM++ 2M S = 100 at 256 a block).
+# Elements of one (steps × block) temporary: 2²⁰ float32 = 4 MiB on the Möbius path.
 _BLOCK_ELEMENTS = 2**20
-_GENERAL_ELEMENTS = 2**15
 # The rational path (``core.rational``: one-state deterministic samplers) keeps E + 2
 # (steps × block) arrays in its reverse pass. Heun, float32, value+grad of W2 (ad-hoc
 # timings): fastest near S·block ≈ 2¹⁶ (d = 3072, S = 1000: 2.3 ms at 256 a block, 11.6 ms
@@ -212,6 +207,14 @@ _GENERAL_ELEMENTS = 2**15
 # 0.31 ms unblocked, 0.69 ms in blocks of 256).
 _RATIONAL_ELEMENTS = 2**16
 _RATIONAL_WHOLE = 3 * 2**17
+# The adjoint path (``core.adjoint``: samplers with history or noise) keeps the rows
+# u_{k+1}, S·n numbers per eigenvalue, for its reverse pass; blocks recompute its forward
+# scan. DPM++ 2M SDE, float32 value+grad of W2 (ad-hoc timings): d = 3072, S = 1000 took
+# 37 ms in one piece against 45–52 ms in blocks of 128–2048; d = 49152, S = 100 took 55 ms
+# in blocks of 512 against 40–42 ms in blocks of 1024–8192 (S = 1000: 580–600 ms for
+# every block from 1024 to 8192, 451 ms in one piece with 378 MiB of temporaries).
+_ADJOINT_ELEMENTS = 2**22
+_ADJOINT_WHOLE = 2**23
 # The Möbius path's blocks may be larger than 16384 for short schedules: DDIM, d = 786432,
 # S = 10, float32 value+grad (ad hoc): 11.9 ms in blocks of 16384, 9.6 ms of 65536, 9.5 ms
 # of 131072, 32 ms unblocked (fewer trips through the loop over blocks).
@@ -223,30 +226,25 @@ def _power_of_two(target: int, lowest: int, cap: int) -> int:
     return int(min(cap, max(lowest, 1 << max(0, target.bit_length() - 1))))
 
 
-def block_size(steps: int, state_size: int = 1, general: bool = False, cap: int = 16384) -> int:
-    """Eigenvalues per block, a power of two: S·n²·block ≈ 2²⁰ in [256, ``cap``] (closed
-    form and short schedules), or S·n·block ≈ 2¹⁵ in [64, ``cap``] for the general path's
-    tree (``general``)."""
-    if general:
-        return _power_of_two(_GENERAL_ELEMENTS // max(1, steps * state_size), 64, cap)
-    return _power_of_two(_BLOCK_ELEMENTS // max(1, steps * state_size**2), 256, cap)
-
-
-def _tree_path(steps: int, sampler) -> bool:
-    """Whether a schedule of ``steps`` runs the general path's tree (``core.compose``)."""
-    return not _mobius(sampler) and not _rational(sampler) and steps > SEQUENTIAL_MAX_STEPS
+def block_size(steps: int, cap: int = 16384) -> int:
+    """Eigenvalues per block of the Möbius path, a power of two: S·block ≈ 2²⁰ in
+    [256, ``cap``]."""
+    return _power_of_two(_BLOCK_ELEMENTS // max(1, steps), 256, cap)
 
 
 def default_block(steps: int, sampler, d: int | None = None) -> int:
     """The block ``_blocked_output`` uses for this schedule length, sampler and (if given)
     number of eigenvalues ``d`` (d itself: one block, no loop over blocks)."""
-    if _rational(sampler):
-        if d is not None and d * steps <= _RATIONAL_WHOLE:
-            return d
-        return _power_of_two(_RATIONAL_ELEMENTS // max(1, steps), 256, 16384)
     if _mobius(sampler):
         return block_size(steps, cap=_MOBIUS_CAP)
-    return block_size(steps, sampler.state_size, _tree_path(steps, sampler))
+    if _rational(sampler):
+        whole, target = _RATIONAL_WHOLE, _RATIONAL_ELEMENTS // max(1, steps)
+    else:
+        per = steps * sampler.state_size
+        whole, target = _ADJOINT_WHOLE // sampler.state_size, _ADJOINT_ELEMENTS // max(1, per)
+    if d is not None and d * steps <= whole:
+        return d
+    return _power_of_two(target, 256, 16384)
 
 
 def _blocked_output(lam, m, schedule, sampler, block: int | None = None, transfer=False):
@@ -314,7 +312,7 @@ def _moments(spectrum, schedule, sampler, trajectory, block=None, mesh=None):
         mean, var = sharded.blocked_output(lam, m, schedule, sampler, block, mesh=mesh)
         return Moments(mean=mean, var=var)
     if not _mobius(sampler):
-        _, mean, var, traj = _affine_moments(lam, m, schedule, sampler, trajectory)
+        mean, var, traj = _trajectory_moments(lam, m, schedule, sampler)
         return Moments(mean=mean, var=var, trajectory_mean=traj[0], trajectory_var=traj[1])
     log_h, log_var, log_a0 = _log_output(lam, schedule, sampler)
     ey0 = -jnp.exp(log_a0) * m
@@ -413,13 +411,14 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
 
 def _step_data(lam, schedule, sampler):
     """The eigenvalue-independent step data of the rational path (``rational``'s
-    coefficients) or of the tree (``compose``'s corners), else None."""
+    coefficients) or of the adjoint path (``adjoint``'s corners), else None (Möbius)."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
+    if _mobius(sampler):
+        return None
+    sigmas = sigmas_with_zero(schedule, dtype)
     if _rational(sampler):
-        return rational.step_coefficients(sampler, sigmas_with_zero(schedule, dtype))
-    if _tree_path(schedule.num_steps, sampler):
-        return middle_corners(sampler, sigmas_with_zero(schedule, dtype))
-    return None
+        return rational.step_coefficients(sampler, sigmas)
+    return adjoint.step_corners(sampler, sigmas)
 
 
 def _rational_moments(lam, m, schedule, sampler, transfer, coeffs=None):
@@ -435,42 +434,46 @@ def _rational_moments(lam, m, schedule, sampler, transfer, coeffs=None):
     return None, m - h * m, jnp.maximum(var, jnp.finfo(dtype).tiny)
 
 
-def _affine_moments(lam, m, schedule, sampler, trajectory: bool, transfer=False, coeffs=None):
-    """Centred moments by composing the steps' affine maps over the schedule.
+def _adjoint_moments(lam, m, schedule, sampler, transfer, corners=None):
+    """(H, None, None) with ``transfer``, else (None, mean, var), of a sampler with history
+    or noise (``core.adjoint``, σ coordinates): mean m − H·m, variance H²·Var0 plus the
+    noise the steps add."""
+    dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
+    lam, m = lam.astype(dtype), m.astype(dtype)
+    if corners is None:
+        corners = adjoint.step_corners(sampler, sigmas_with_zero(schedule, dtype))
+    h, noise = adjoint.output_row(corners, lam)
+    if transfer:
+        return h, None, None
+    var = h * h * start_variance(schedule).astype(dtype) + noise
+    # A variance that is 0 in exact arithmetic (λ → 0) may round below it; clamp it to the
+    # smallest normal number so √var and its gradient in the divergences stay finite.
+    return None, m - h * m, jnp.maximum(var, jnp.finfo(dtype).tiny)
+
+
+def _trajectory_moments(lam, m, schedule, sampler):
+    """Moments after every step of a sampler other than DDIM/DDPM, by composing the steps'
+    affine maps (``core.compose``; the output alone takes the closed forms above).
 
     The state is s = (y, history) per eigenvalue, y = x − m in σ coordinates, with mean E
     (n, d) and covariance P (n, n, d) (eigenvalues last); ``compose.propagate`` applies
-    E' = A E, P' = A P Aᵀ + B Bᵀ over all steps (the steady ones composed as a tree). With
-    ``transfer`` only the response of s to the start noise (E_0 = e_1, no P; H = E[0]).
-    Returns (H or None, mean, var, trajectory or None).
+    E' = A E, P' = A P Aᵀ + B Bᵀ over all steps (the steady ones by an associative scan).
+    Returns (mean, var, (trajectory mean, trajectory var)) in the process's coordinates.
     """
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
     sig = sigmas_with_zero(schedule, dtype)
     n = sampler.state_size
     d = lam.shape[0]
-    if not trajectory and schedule.num_steps <= SEQUENTIAL_MAX_STEPS:
-        var0 = start_variance(schedule).astype(dtype)
-        h, mean, var = sequential_moments(lam, m, sig, var0, sampler, transfer)
-        return h, mean, None if transfer else jnp.maximum(var, jnp.finfo(dtype).tiny), None
-    if transfer:
-        h0 = jnp.zeros((n, d), dtype).at[0].set(1.0)
-        h, _ = propagate(sampler, lam, sig, (h0, None), corners=coeffs)
-        return h[0], None, None, None
     e0 = jnp.zeros((n, d), dtype).at[0].set(-m)
     p0 = jnp.zeros((n, n, d), dtype).at[0, 0].set(start_variance(schedule).astype(dtype))
-    out = propagate(sampler, lam, sig, (e0, p0), trajectory=trajectory, corners=coeffs)
+    (e, p), (es, ps) = propagate(sampler, lam, sig, (e0, p0), trajectory=True)
     # A variance that is 0 in exact arithmetic (λ → 0) can come out as −1e-23 after the
-    # products; clamp it to the smallest normal number (the closed-form path's exp(log var)
-    # is never negative), so √var and its gradient in the divergences stay finite.
+    # products; clamp it to the smallest normal number (as above).
     tiny = jnp.finfo(dtype).tiny
-    if not trajectory:
-        e, p = out
-        return None, m + e[0], jnp.maximum(p[0, 0], tiny), None
-    (e, p), (es, ps) = out
     traj_mean = jnp.concatenate([jnp.zeros((1, d), dtype), m + es[:, 0]], 0)
     traj_var = jnp.maximum(jnp.concatenate([p0[None, 0, 0], ps[:, 0, 0]], 0), tiny)
     # σ coordinates → the process's own (x_process = α·x_σ; α = 1 at the clean end).
     la, _ = log_alpha_sigma(schedule.log_snr.astype(dtype), schedule.process)
     alpha = jnp.concatenate([jnp.exp(la), jnp.ones((1,), dtype)])[:, None]
-    return None, m + e[0], traj_var[-1], (alpha * traj_mean, alpha**2 * traj_var)
+    return m + e[0], traj_var[-1], (alpha * traj_mean, alpha**2 * traj_var)

@@ -8,8 +8,8 @@ import pytest
 import specdiff as sd
 from specdiff.core.engine import _moments, block_size, default_block
 
-# Möbius path, its noise path, the general path (one gain a step; two gains, the
-# eigenvalue-independent step data computed once outside the blocks).
+# Möbius path, its noise path, the adjoint path (history and noise), the rational path
+# (two gains); the eigenvalue-independent step data is computed once outside the blocks.
 SAMPLERS = ["ddim", "ddpm", "dpmpp_2m_sde", "heun"]
 
 
@@ -43,24 +43,28 @@ def test_blocked_equals_unblocked(name):
 
 def test_block_size_bounds():
     assert block_size(10) == 16384 and block_size(10, cap=2**17) == 65536
-    assert block_size(1000) == 1024
-    assert block_size(1000, 3) == 256
-    assert all(256 <= block_size(s, n) <= 16384 for s in (1, 7, 100, 10**5) for n in (1, 2, 4))
-    assert block_size(1000, 1, general=True) == 64
-    assert block_size(100, 2, general=True) == 128
-    sizes = [block_size(s, n, True) for s in (1, 7, 100, 10**5) for n in (1, 2, 4)]
-    assert all(64 <= b <= 16384 for b in sizes)
+    assert block_size(1000) == 1024 and block_size(10**4) == 256
+    assert all(256 <= block_size(s) <= 16384 for s in (1, 7, 100, 10**5))
+    for name in ("heun", "dpmpp_2m_sde", "lms"):  # one block while small, then powers of 2
+        sampler = sd.samplers.from_name(name)
+        assert default_block(10, sampler, 3072) == 3072
+        blocks = [default_block(s, sampler, 10**7) for s in (1, 7, 100, 10**5)]
+        assert all(256 <= b <= 16384 and b & (b - 1) == 0 for b in blocks)
 
 
 @pytest.mark.parametrize("name", ["ddim", "ddpm", "dpmpp_2m", "heun"])
 def test_temporaries_do_not_grow_with_d(name):
     """XLA's temporaries of value+grad do not grow with d: no S×d array is ever live.
 
-    At 4 and 16 blocks of eigenvalues an S×d temporary would make them 4× larger.
+    Between the smallest d the engine blocks (4 blocks or more) and 4× that d an S×d
+    temporary would make them 4× larger.
     """
     steps = 64
     sampler = sd.samplers.from_name(name)
     block = default_block(steps, sampler)  # the engine's own block for this sampler
+    d = 4 * block
+    while default_block(steps, sampler, d) >= d:  # small d run as one block
+        d *= 2
     rho = jnp.asarray(sd.schedules.edm(steps, process="ve").log_snr, jnp.float32)
 
     def temp_bytes(d):
@@ -73,5 +77,5 @@ def test_temporaries_do_not_grow_with_d(name):
         compiled = jax.jit(jax.value_and_grad(loss)).lower(rho).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
-    small, large = temp_bytes(4 * block), temp_bytes(16 * block)
+    small, large = temp_bytes(d), temp_bytes(4 * d)
     assert large < 1.5 * small + 16 * block * 4 * 8, (small, large)

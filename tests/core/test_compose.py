@@ -1,7 +1,8 @@
-"""The general path's vectorised composition (``core.compose``) against the plain sequential
-loop of the same steps: every sampler, S = 1, 2 and odd S, outputs, trajectories and
-transfer functions; the tree, the interpolation in the denoiser gains and its written-out VJP
-each against their direct definitions."""
+"""The composition of the steps' affine maps (``core.compose``: trajectories) and the
+engine's outputs (``core.adjoint`` for samplers with history or noise, ``core.rational``
+for the others) against the plain sequential loop of the same steps: every sampler, S = 1,
+2 and odd S, outputs, trajectories and transfer functions; the tree, the interpolation in
+the denoiser gains and its written-out VJP each against their direct definitions."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from jax.test_util import check_grads
 
 import specdiff as sd
 from specdiff.core import compose
-from specdiff.core.engine import _affine_moments, sigmas_with_zero, start_variance
+from specdiff.core.engine import _trajectory_moments, sigmas_with_zero, start_variance
 from specdiff.core.steps import step_loop
 from tests.samplers.cases import DEFAULTS, case_id, karras, sampler_of
 
@@ -43,16 +44,19 @@ def test_composed_equals_sequential(case):
     sampler = sampler_of(case)
     lam = jnp.asarray(np.logspace(-3, 2, 7))
     m = jnp.linspace(-1.0, 1.0, 7)
-    # S ≤ SEQUENTIAL_MAX_STEPS: outputs and H come from core.sequential, trajectories from
-    # the tree; S = 20: everything from the tree (one sampler of each structure: several
-    # denoiser calls, a stochastic two-value state, a three-value state).
+    # Trajectories from the tree; outputs and H (VE: σ coordinates) from the engine's own
+    # path. S = 20 for one sampler of each structure (several denoiser calls, a stochastic
+    # two-value state, a three-value state): the tree's pairwise levels.
     tree_cases = ("heun", "dpmpp_2m_sde", "lms")
     for steps in (1, 2, 7, 20) if case[0] in tree_cases else (1, 2, 7):
         sch = karras(steps, "ve")
         mean, var, traj_var, h = _sequential(lam, m, sch, sampler)
-        _, mean_c, var_c, traj = _affine_moments(lam, m, sch, sampler, True)
-        h_c = _affine_moments(lam, m, sch, sampler, False, True)[0]
-        for got, want in ((mean_c, mean), (var_c, var), (traj[1][1:], traj_var), (h_c, h)):
+        mean_c, var_c, traj = _trajectory_moments(lam, m, sch, sampler)
+        mom = sd.output_moments(sd.Spectrum(lam, m), sch, sampler)
+        h_c = sd.transfer_function(lam, sch, sampler)
+        pairs = [(mean_c, mean), (var_c, var), (traj[1][1:], traj_var)]
+        pairs += [(mom.mean, mean), (mom.var, var), (h_c, h)]
+        for got, want in pairs:
             # VE: α = 1, so the trajectory rows are σ-coordinate variances. Round-off is
             # relative to the largest entry or 1 (the scale of m and of H), as in
             # test_reference; S = 2 (one step 80 → 0.002) of DPM-2 ancestral, whose gain
@@ -118,18 +122,20 @@ def test_interpolation_vjp_equals_numerical(calls):
 
 
 def test_general_output_gradients_match_sequential():
-    """value+grad in the log-SNR levels through the interpolation (churned Heun: two gains and
-    a noise) and the tree, against the sequential loop's."""
+    """Gradients in the log-SNR levels through the adjoint path (the outputs') against the
+    sequential loop's: churned Heun, two gains and a noise per step. (The trajectory's tree
+    differentiates through ``_interpolate``, whose VJP is checked above.)"""
     sampler = sd.samplers.from_name("heun", s_churn=2.0, s_tmin=0.05, s_tmax=10.0)
     lam, m = jnp.asarray(np.logspace(-3, 2, 37)), jnp.linspace(-1.0, 1.0, 37)
-    sch = karras(20, "vp")  # S > SEQUENTIAL_MAX_STEPS: the tree and the interpolation
+    sch = karras(20, "vp")
 
     def loss(rho, sequential):
         schedule = sd.Schedule.from_log_snr(rho, "vp")
         if sequential:
             mean, var = _sequential(lam, m, schedule, sampler)[:2]
         else:
-            mean, var = _affine_moments(lam, m, schedule, sampler, False)[1:3]
+            mom = sd.output_moments(sd.Spectrum(lam, m), schedule, sampler)
+            mean, var = mom.mean, mom.var
         return jnp.sum(mean**2 + var)
 
     g = jax.grad(loss)(sch.log_snr, False)

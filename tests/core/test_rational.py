@@ -1,5 +1,6 @@
 """The closed-form path of one-state deterministic samplers (``core.rational``) against the
-general composition of the same steps (``core.compose``/``core.sequential``), the gains
+adjoint path's row recursion over the same steps (``core.adjoint``, itself checked against
+the sequential loop in ``test_compose``), the gains
 product's written-out VJP against autodiff of its plain definition, and the engine's
 choice of path and block."""
 
@@ -27,8 +28,8 @@ def _w2(lam, m, schedule, sampler, path):
     if path == "rational":  # the public (compiled) entry point: the engine picks the path
         mom = sd.output_moments(sd.Spectrum(lam, m), schedule, sampler)
         mean, var = mom.mean, mom.var
-    else:  # the general composition (core.sequential for S ≤ 16, core.compose above)
-        _, mean, var, _ = engine._affine_moments(lam, m, schedule, sampler, False)
+    else:  # the row recursion over the steps' affine maps (core.adjoint)
+        _, mean, var = engine._adjoint_moments(lam, m, schedule, sampler, False)
     return jnp.sqrt(jnp.sum((mean - m) ** 2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2))
 
 
@@ -46,7 +47,7 @@ def test_rational_equals_composition(name):
         )
         mom = sd.output_moments(sd.Spectrum(lam, m), sch, sampler)
         mean, var = mom.mean, mom.var
-        _, mean_c, var_c, _ = engine._affine_moments(lam, m, sch, sampler, False)
+        _, mean_c, var_c = engine._adjoint_moments(lam, m, sch, sampler, False)
         # The cosine grid starts at σ = 3·10⁴ (S = 2: one step to σ = 1): both ways lose
         # ~1e-9 of H on that first step (checked against exact rational arithmetic for
         # Heun: 0.9e-9 here, 2e-9 the step's own form).
@@ -57,7 +58,7 @@ def test_rational_equals_composition(name):
         atol = 1e-13 * float(jnp.sqrt(engine.start_variance(sch)))
         np.testing.assert_allclose(jnp.sqrt(var), jnp.sqrt(var_c), rtol=rtol, atol=atol)
         h = sd.transfer_function(lam, sch, sampler)
-        h_c = engine._affine_moments(lam, m, sch, sampler, False, True)[0]  # σ coordinates
+        h_c = engine._adjoint_moments(lam, m, sch, sampler, True)[0]  # σ coordinates
         h_c = h_c / jnp.exp(engine.log_alpha_sigma(sch.log_snr[0], process)[0])
         np.testing.assert_allclose(h, h_c, rtol=rtol, atol=1e-12)
         assert abs(float(h[0])) < 1e-15  # λ = 0: the last step's gain is 0

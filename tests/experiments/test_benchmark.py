@@ -37,7 +37,9 @@ def test_fast_and_straightforward_compute_the_same_number(tmp_path, section):
     assert all(r["section"] == section and r["fast_ms"] > 0 and r["scan_ms"] > 0 for r in rows)
     assert all(_spread_ok(r) for r in rows), rows  # spread recorded for every row
     for r in rows:
-        tol = 1e-4 if r["dtype"] == "float32" else 1e-10
+        # float32: the engine and the scan each round to ~4e-4 of float64 on DPM++ 2M SDE
+        # at S = 100 (tests/core/test_adjoint.py checks the engine against float64).
+        tol = 1e-3 if r["dtype"] == "float32" else 1e-10
         assert r["value_rel_diff"] < tol and r["grad_rel_diff"] < 100 * tol, r
 
 

@@ -1,0 +1,197 @@
+"""Samplers with history or noise: the output's row propagated back through the steps.
+
+Per eigenvalue, step k maps the centred state s = (y, history) as s' = A_k s + B_k z_k
+(SPEC §11), and the output is y_S = e₁ᵀ s_S. With the row u_k = e₁ᵀ A_{S−1} ⋯ A_k
+(u_S = e₁ᵀ, u_k = u_{k+1} A_k: n numbers per eigenvalue, n = the state size):
+
+    H = u_0 e₁,        Var[y_S] = H² Var[y_0] + Σ_k |u_{k+1} B_k|²
+
+(the start state is (y_0, 0, …, 0)). So the output's moments need one pass over the steps
+with a row of n numbers per eigenvalue: n² products per step, where composing the maps
+(``core.compose``) multiplies n × n matrices and carries an n × n noise covariance.
+
+Step k's [A_k | B_k] at eigenvalue λ is the multilinear interpolation of the step run at
+the corners of its denoiser gains (``compose.corner_columns``: the sampler's own ``step``
+on scalars, independent of λ) at γ_j = λ/(λ + s_kj²); every step, the warm-up and the last
+ones included, is one row of a (S, 2^E, n, n + q) array (a step with fewer calls is padded:
+its corners repeat along the missing gains, whose weights sum to one).
+
+Both passes are ``lax.scan`` over the steps whose bodies work on (d,) vectors with the
+step's coefficients as scalars (on CPU, (n, n, d)-shaped intermediates measured ~25×
+slower per step). The reverse pass is written out: the row's adjoint runs forward,
+ū_{k+1} = A_k ū_k + 2 v̄ B_k (u_{k+1} B_k)ᵀ, and each step's sums over eigenvalues
+(∂/∂F_k[T] = Σ_λ w_T u_{k+1} ⊗ [ū_k | 2 v̄ u_{k+1} B_k], and the gains' derivatives) are
+one (rows × d) @ (d × (n + q)) matrix product per step, not one reduction kernel each.
+The forward pass keeps the rows u_{k+1} (S × n × d per block of eigenvalues: the engine
+blocks this path like the others).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from specdiff.core.compose import corner_columns, count_calls
+from specdiff.core.steps import step_plan
+
+__all__ = ["output_row", "step_corners"]
+
+
+def step_corners(sampler, sigmas):
+    """(F (S, 2^E, n, n + q), s (S, E)): every step's corners and its calls' σ.
+
+    E is the most calls of any step; a step with e < E calls repeats its corners along the
+    missing gains (F[T] = F[T mod 2^e], σ = 1 there), which leaves its map unchanged.
+    Independent of the eigenvalues; differentiable in ``sigmas``.
+    """
+    head, middle, tail = step_plan(sigmas.shape[0] - 1, sampler.history)
+    parts = []
+
+    def run(i, order, last, calls):
+        return corner_columns(sampler, sigmas, i, order=order, last=last, calls=calls)
+
+    for i, order, last in head:
+        f, s = run(i, order, last, count_calls(sampler, sigmas, i, order, last))
+        parts.append((f[None], s[None]))
+    if middle is not None:
+        start, stop, order = middle
+        calls = count_calls(sampler, sigmas, start, order, False)
+        steps = jnp.arange(start, stop, dtype=jnp.int32)
+        parts.append(jax.vmap(lambda i: run(i, order, False, calls))(steps))
+    if tail is not None:
+        i, order, last = tail
+        f, s = run(i, order, last, count_calls(sampler, sigmas, i, order, last))
+        parts.append((f[None], s[None]))
+    calls = max(s.shape[-1] for _, s in parts)
+    padded = []
+    for f, s in parts:
+        e = s.shape[-1]
+        if e < calls:
+            f = f[:, jnp.arange(2**calls) & (2**e - 1)]
+            s = jnp.concatenate([s, jnp.ones(s.shape[:-1] + (calls - e,), s.dtype)], -1)
+        padded.append((f, s))
+    return tuple(jnp.concatenate(x, 0) for x in zip(*padded))
+
+
+def _gains(s, lam):
+    """[(γ_j, 1 − γ_j, 1/(λ + s_j²))] for the calls s (E,) of one step, each (d,)."""
+    out = []
+    for j in range(s.shape[0]):
+        s2 = s[j] * s[j]
+        r = 1.0 / (lam + s2)
+        out.append((lam * r, s2 * r, r))
+    return out
+
+
+def _weight(gains, corner: int, skip: int = -1):
+    """∏_{j ≠ skip} (γ_j if bit j of ``corner`` else 1 − γ_j), or None without factors."""
+    w = None
+    for j, (g, rest, _) in enumerate(gains):
+        if j != skip:
+            f = g if (corner >> j) & 1 else rest
+            w = f if w is None else w * f
+    return w
+
+
+def _map(f, weights, n, m):
+    """[A | B] entries M[a][b] (each (d,)) = Σ_T f[T, a, b]·w_T; f flat (T·n·m,) scalars."""
+    return [
+        [sum(f[(t * n + a) * m + b] * w for t, w in enumerate(weights)) for b in range(m)]
+        for a in range(n)
+    ]
+
+
+def _weights(gains, count):
+    return [_weight(gains, t) if gains else 1.0 for t in range(count)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _rows(shape, f, s, lam):
+    return _rows_fwd(shape, f, s, lam)[0]
+
+
+def _rows_fwd(shape, f, s, lam):
+    n, m = shape
+    count = f.shape[1] // (n * m)
+    zero = jnp.zeros_like(lam)
+
+    def body(carry, x):
+        u, v = carry
+        fk, sk = x
+        a = _map(fk, _weights(_gains(sk, lam), count), n, m)
+        for b in range(n, m):  # the noise columns: |u_{k+1} B_k|²
+            c = sum(u[i] * a[i][b] for i in range(n))
+            v = v + c * c
+        return (tuple(sum(u[i] * a[i][b] for i in range(n)) for b in range(n)), v), jnp.stack(u)
+
+    u0 = (zero + 1.0,) + (zero,) * (n - 1)
+    (u, v), rows = jax.lax.scan(body, (u0, zero), (f, s), reverse=True)
+    return (u[0], v), (f, s, lam, rows)
+
+
+def _rows_bwd(shape, res, cts):
+    n, m = shape
+    f, s, lam, rows = res
+    ct_h, ct_v = cts
+    count, calls = f.shape[1] // (n * m), s.shape[1]
+    zero = jnp.zeros_like(lam)
+    two_v = 2.0 * ct_v
+
+    def body(carry, x):
+        ub, d_lam = carry
+        fk, sk, u = x
+        u = [u[i] for i in range(n)]
+        gains = _gains(sk, lam)
+        w = _weights(gains, count)
+        a = _map(fk, w, n, m)
+        # ∂L/∂[A_k | B_k] = u_{k+1} ⊗ col per eigenvalue, col = [ū_k | 2 v̄ u_{k+1} B_k].
+        col = list(ub) + [two_v * sum(u[i] * a[i][b] for i in range(n)) for b in range(n, m)]
+        ub = tuple(sum(a[i][b] * col[b] for b in range(m)) for i in range(n))
+        # Rows whose products with col, summed over eigenvalues, give ∂L/∂F_k (w_T u) and
+        # the parts of ∂L/∂s_k (∂γ_j/∂s_j = −2 s_j γ_j r_j times ∂w_T/∂γ_j = ±∏_{i≠j}).
+        lhs = [w[t] * u[i] for t in range(count) for i in range(n)]
+        for j, (g, rest, r) in enumerate(gains):
+            d_gain = 0.0
+            for t in range(count):
+                other = _weight(gains, t, skip=j)
+                scale = r * g if other is None else r * g * other
+                lhs += [scale * u[i] for i in range(n)]
+                dot = sum(
+                    fk[(t * n + i) * m + b] * u[i] * col[b] for i in range(n) for b in range(m)
+                )
+                dot = dot if other is None else other * dot
+                d_gain = d_gain + (dot if (t >> j) & 1 else -dot)
+            d_lam = d_lam + d_gain * r * rest  # ∂γ/∂λ = s² r² = (1 − γ) r
+        # (count·n·(1 + E), m); full float32 on accelerators too (TPUs default to bfloat16).
+        sums = jnp.dot(jnp.stack(lhs), jnp.stack(col).T, precision=jax.lax.Precision.HIGHEST)
+        return (ub, d_lam), sums
+
+    ub0 = (ct_h,) + (zero,) * (n - 1)
+    (_, d_lam), sums = jax.lax.scan(body, (ub0, zero), (f, s, rows))
+    steps = f.shape[0]
+    d_f = sums[:, : count * n].reshape(steps, count * n * m)
+    part = sums[:, count * n :].reshape(steps, calls, count, n * m)
+    bits = (np.arange(count)[None, :] >> np.arange(calls)[:, None]) & 1  # (E, 2^E)
+    sign = jnp.asarray(2.0 * bits - 1.0, f.dtype)  # ∂w_T/∂γ_j: + if bit j of T is set
+    per_call = f.reshape(steps, 1, count, n * m) * part * sign[None, :, :, None]
+    d_s = -2.0 * s * jnp.sum(per_call, axis=(2, 3))
+    return d_f, d_s, d_lam
+
+
+_rows.defvjp(_rows_fwd, _rows_bwd)
+
+
+def output_row(corners, lam):
+    """(H, Σ_k |u_{k+1} B_k|²) per eigenvalue, σ coordinates (module docstring).
+
+    Args:
+      corners: ``step_corners(sampler, sigmas)``.
+      lam: (d,) eigenvalues.
+    """
+    f, s = corners
+    steps, count, n, m = f.shape
+    lam = lam.astype(f.dtype)
+    return _rows((n, m), f.reshape(steps, count * n * m), s, lam)
