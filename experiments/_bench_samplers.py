@@ -20,8 +20,8 @@ import specdiff as sd
 from specdiff.core.engine import sigmas_with_zero, start_variance
 
 SAMPLERS = ("ddim", "heun", "dpmpp_2m", "dpmpp_2m_sde")
-# The full run adds a three-value state and an ancestral (noisy one-state) sampler.
-FULL_SAMPLERS = SAMPLERS + ("dpmpp_3m_sde", "euler_ancestral")
+# The full run adds DDPM, a three-value state and an ancestral (noisy one-state) sampler.
+FULL_SAMPLERS = SAMPLERS + ("ddpm", "dpmpp_3m_sde", "euler_ancestral")
 
 
 def _scan_moments(spec, schedule, sampler):

@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specdiff.core.compose import corner_columns, count_calls
+from specdiff.core.compose import _gains, corner_columns, count_calls
+from specdiff.core.compose import _weights as _weight
 from specdiff.core.steps import step_plan
 
 __all__ = ["output_row", "step_corners"]
@@ -76,26 +77,6 @@ def step_corners(sampler, sigmas):
     return tuple(jnp.concatenate(x, 0) for x in zip(*padded))
 
 
-def _gains(s, lam):
-    """[(γ_j, 1 − γ_j, 1/(λ + s_j²))] for the calls s (E,) of one step, each (d,)."""
-    out = []
-    for j in range(s.shape[0]):
-        s2 = s[j] * s[j]
-        r = 1.0 / (lam + s2)
-        out.append((lam * r, s2 * r, r))
-    return out
-
-
-def _weight(gains, corner: int, skip: int = -1):
-    """∏_{j ≠ skip} (γ_j if bit j of ``corner`` else 1 − γ_j), or None without factors."""
-    w = None
-    for j, (g, rest, _) in enumerate(gains):
-        if j != skip:
-            f = g if (corner >> j) & 1 else rest
-            w = f if w is None else w * f
-    return w
-
-
 def _map(f, weights, n, m):
     """[A | B] entries M[a][b] (each (d,)) = Σ_T f[T, a, b]·w_T; f flat (T·n·m,) scalars."""
     return [
@@ -104,8 +85,8 @@ def _map(f, weights, n, m):
     ]
 
 
-def _weights(gains, count):
-    return [_weight(gains, t) if gains else 1.0 for t in range(count)]
+def _all_weights(gains, count):
+    return [_weight(gains, t) for t in range(count)]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -121,7 +102,7 @@ def _rows_fwd(shape, f, s, lam):
     def body(carry, x):
         u, v = carry
         fk, sk = x
-        a = _map(fk, _weights(_gains(sk, lam), count), n, m)
+        a = _map(fk, _all_weights(_gains(sk, lam), count), n, m)
         for b in range(n, m):  # the noise columns: |u_{k+1} B_k|²
             c = sum(u[i] * a[i][b] for i in range(n))
             v = v + c * c
@@ -145,7 +126,7 @@ def _rows_bwd(shape, res, cts):
         fk, sk, u = x
         u = [u[i] for i in range(n)]
         gains = _gains(sk, lam)
-        w = _weights(gains, count)
+        w = _all_weights(gains, count)
         a = _map(fk, w, n, m)
         # ∂L/∂[A_k | B_k] = u_{k+1} ⊗ col per eigenvalue, col = [ū_k | 2 v̄ u_{k+1} B_k].
         col = list(ub) + [two_v * sum(u[i] * a[i][b] for i in range(n)) for b in range(n, m)]
@@ -156,14 +137,12 @@ def _rows_bwd(shape, res, cts):
         for j, (g, rest, r) in enumerate(gains):
             d_gain = 0.0
             for t in range(count):
-                other = _weight(gains, t, skip=j)
-                scale = r * g if other is None else r * g * other
-                lhs += [scale * u[i] for i in range(n)]
+                other = _weight(gains, t, skip=j)  # 1.0 for a single call
+                lhs += [r * g * other * u[i] for i in range(n)]
                 dot = sum(
                     fk[(t * n + i) * m + b] * u[i] * col[b] for i in range(n) for b in range(m)
                 )
-                dot = dot if other is None else other * dot
-                d_gain = d_gain + (dot if (t >> j) & 1 else -dot)
+                d_gain = d_gain + (other * dot if (t >> j) & 1 else -other * dot)
             d_lam = d_lam + d_gain * r * rest  # ∂γ/∂λ = s² r² = (1 − γ) r
         # (count·n·(1 + E), m); full float32 on accelerators too (TPUs default to bfloat16).
         sums = jnp.dot(jnp.stack(lhs), jnp.stack(col).T, precision=jax.lax.Precision.HIGHEST)

@@ -1,4 +1,4 @@
-"""The affine maps of all of a sampler's steps at once, composed by a tree (SPEC §11).
+"""The affine maps of all of a sampler's steps at once, composed for trajectories (SPEC §11).
 
 Per eigenvalue, step k maps the centred state s = (y, history) as s' = A_k·s + B_k·z_k.
 A pair (A, Q = B·Bᵀ) acts on a Gaussian state's moments as E' = A·E, P' = A·P·Aᵀ + Q, and
@@ -6,15 +6,14 @@ two steps compose associatively:
 
     (A₁, Q₁) then (A₂, Q₂) = (A₂·A₁, A₂·Q₁·A₂ᵀ + Q₂).
 
-So instead of a sequential loop over S steps (S small dependent kernels per block, and as
-many again in the reverse pass), the maps of all steady steps are computed in one batch,
-arrays of shape (steps, n, n, eigenvalues), and reduced pairwise in ⌈log₂ S⌉ levels of
-elementwise products; ``trajectory`` uses ``lax.associative_scan`` with the same
-composition. The warm-up steps and the last step (their own static ``order`` / ``last``,
-as ``steps.step_plan``) are applied to the state apart. Products over the small axes are
-written as sums of broadcast products (n ≤ 4: far too small for a matrix-product kernel);
-the step axis is paired by reshapes (strided slices' transposes measured several times
-slower). A deterministic sampler (noise_dim = 0) carries no Q.
+So the moments after every step (``propagate``, the engine's trajectories) come from the
+maps of all steady steps, computed in one batch of shape (steps, n, n, eigenvalues), and
+``lax.associative_scan`` with this composition. The warm-up steps and the last step (their
+own static ``order`` / ``last``, as ``steps.step_plan``) are applied to the state apart.
+Products over the small axes are written as sums of broadcast products (n ≤ 4: far too
+small for a matrix-product kernel). A deterministic sampler (noise_dim = 0) carries no Q.
+The outputs alone take cheaper forms: ``core.rational`` (one-state deterministic samplers)
+and ``core.adjoint`` (the rest), which also uses ``corner_columns``.
 
 The batch of maps: ``sampler.affine_columns`` under ``vmap`` over the traced step index,
 or, for a step that calls the denoiser E ≥ 2 times (Heun, DPM-2, …), the step run once per
@@ -25,15 +24,11 @@ the step is linear in x, z and each denoised value, so multilinear in t), with a
 written-out reverse pass. On CPU this measured ~2.5× faster than differentiating Heun's
 step over the eigenvalues; for E = 1 the step itself was faster.
 
-One-state deterministic samplers (Euler, Heun, DPM-2) come here only for trajectories:
-their outputs and transfer functions take the closed form of ``core.rational``.
-
-Round-off: the tree multiplies contiguous runs of steps, as the sequential loop's running
+Round-off: the scan multiplies contiguous runs of steps, as a sequential loop's running
 state does; each run's product is bounded by the gains' telescoping limits (σ'/σ below,
 α'/α above), so nothing overflows in float32 over thousands of steps. The interpolation
-rounds a step's A ≈ 1 a few times more than the step's own x + d·dt form: float32 W2 of
-Heun at S = 1000 is ~1e-3 from float64 (the sequential scan's ~2e-4); float64 agrees to
-round-off.
+rounds a step's A ≈ 1 a few times more than the step's own x + d·dt form; float64 agrees
+to round-off.
 """
 
 from __future__ import annotations
@@ -49,7 +44,6 @@ __all__ = [
     "count_calls",
     "middle_corners",
     "propagate",
-    "reduce_maps",
     "step_maps",
 ]
 
@@ -77,24 +71,6 @@ def compose(first, second):
         return a, q2
     q = _mm(_mm(a2, q1), _t(a2))
     return a, q if q2 is None else q + q2
-
-
-def reduce_maps(maps):
-    """Compose the maps stacked along axis 0 (earliest first) into one, pairwise.
-
-    ⌈log₂ M⌉ levels; at each, map 2j then map 2j + 1 is one batched composition (the pairs
-    by a reshape, not strided slices: their transposes measured several times slower), and
-    an odd last map is carried to the next level as it is.
-    """
-    while maps[0].shape[0] > 1:
-        k = maps[0].shape[0]
-        even = k - k % 2
-        pairs = jax.tree.map(lambda x, e=even: x[:e].reshape((e // 2, 2) + x.shape[1:]), maps)
-        out = compose(*(jax.tree.map(lambda x, j=j: x[:, j], pairs) for j in (0, 1)))
-        if k % 2:
-            out = jax.tree.map(lambda p, x, e=even: jnp.concatenate([p, x[e:]]), out, maps)
-        maps = out
-    return jax.tree.map(lambda x: x[0], maps)
 
 
 def count_calls(sampler, sigmas, i, order, last):
@@ -274,19 +250,18 @@ def _apply(maps, state):
     return e, p if q is None else p + q
 
 
-def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, corners=None):
-    """Moments of the state after all S = len(sigmas) − 1 steps (SPEC §11).
+def propagate(sampler, lam, sigmas, state, *, corners=None):
+    """Moments of the state after every one of the S = len(sigmas) − 1 steps (SPEC §11).
 
     Args:
       sampler: a sampler object (``affine_columns``, ``history``).
       lam: (d,) eigenvalues; sigmas: (S+1,) σ levels ending in 0.
-      state: (E (n, d), P (n, n, d) or None): the start mean (or, for the transfer
-        function, the start response) and covariance; P None propagates E alone.
-      trajectory: also return the states after every step, stacked on a new axis 0.
+      state: (E (n, d), P (n, n, d) or None): the start mean (or the start response) and
+        covariance; P None propagates E alone.
       corners: ``middle_corners(sampler, sigmas)`` if already computed.
 
     Returns:
-      The final (E, P), or (final, (Es (S, n, d), Ps (S, n, n, d) or None)).
+      (final (E, P), (Es (S, n, d), Ps (S, n, n, d) or None)): the states after each step.
     """
     head, middle, tail = step_plan(sigmas.shape[0] - 1, sampler.history)
     states = []
@@ -294,8 +269,7 @@ def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, corners=
     def single(state, i, order, last):
         a, b = sampler.affine_columns(lam, sigmas, i, order=order, last=last)
         state = _apply((a, _noise_cov(b) if state[1] is not None else None), state)
-        if trajectory:
-            states.append(jax.tree.map(lambda x: x[None], state))
+        states.append(jax.tree.map(lambda x: x[None], state))
         return state
 
     for i, order, last in head:
@@ -305,15 +279,10 @@ def propagate(sampler, lam, sigmas, state, *, trajectory: bool = False, corners=
             corners = middle_corners(sampler, sigmas)
         a, q = step_maps(sampler, lam, sigmas, corners)
         q = q if state[1] is not None else None
-        if not trajectory:
-            state = _apply(reduce_maps((a, q)), state)
-        else:
-            cum = jax.lax.associative_scan(compose, (a, q))
-            rows = _apply(cum, state)  # (M, n, d), (M, n, n, d)
-            states.append(rows)
-            state = jax.tree.map(lambda x: x[-1], rows)
+        cum = jax.lax.associative_scan(compose, (a, q))
+        rows = _apply(cum, state)  # (M, n, d), (M, n, n, d)
+        states.append(rows)
+        state = jax.tree.map(lambda x: x[-1], rows)
     if tail is not None:
         state = single(state, *tail)
-    if not trajectory:
-        return state
     return state, jax.tree.map(lambda *x: jnp.concatenate(x, 0), *states)

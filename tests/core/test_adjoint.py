@@ -1,9 +1,9 @@
 """The adjoint path (``core.adjoint``: samplers with history or noise): its written-out
 reverse pass against autodiff of the plain recursion, its per-step corners against the
-sampler's own affine maps (warm-up, steady and last steps, padded call counts), and its
-float32 round-off against float64. The outputs themselves are checked against the
-sequential loop in ``test_compose`` and against Monte Carlo and full covariances in the
-samplers suite."""
+sampler's own affine maps (warm-up, steady and last steps, padded call counts), its
+float32 round-off against float64, and DDPM's outputs against the Möbius closed form.
+The outputs themselves are checked against the sequential loop in ``test_compose`` and
+against Monte Carlo and full covariances in the samplers suite."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import specdiff as sd
-from specdiff.core import adjoint
+from specdiff.core import adjoint, engine
 from specdiff.core.engine import sigmas_with_zero
 from specdiff.core.steps import step_plan
 from tests.samplers.cases import karras
@@ -110,3 +110,29 @@ def test_float32_round_off():
     np.testing.assert_allclose(m32.var, m64.var, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(v32, v64, rtol=1e-3)
     np.testing.assert_allclose(g32, g64, rtol=0, atol=1e-3 * float(jnp.abs(g64).max()))
+
+
+def test_noisy_ddim_equals_the_mobius_closed_form():
+    """DDPM (DDIM with η > 0): the outputs (adjoint path) against the Möbius closed form
+    with its log-space noise sum (the trajectory's path), VP, VE and flow, values, H and
+    gradients in float64."""
+    sampler = sd.samplers.DDPM()
+    lam = jnp.asarray(np.logspace(-3, 3, 41))
+    spec = sd.Spectrum(lam, jnp.linspace(-1.0, 1.0, 41))
+    for process, steps in (("vp", 7), ("ve", 50), ("flow", 2)):
+        rho = sd.schedules.cosine(steps, process=process).log_snr
+
+        def loss(r, trajectory, process=process):
+            sch = sd.Schedule.from_log_snr(r, process)
+            mom = sd.output_moments(spec, sch, sampler, trajectory=trajectory)
+            return sd.divergence(spec, mom, "w2"), mom
+
+        (v, mom), g = jax.value_and_grad(loss, has_aux=True)(rho, False)
+        (v_ref, ref), g_ref = jax.value_and_grad(loss, has_aux=True)(rho, True)
+        np.testing.assert_allclose(mom.mean, ref.mean, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(mom.var, ref.var, rtol=1e-12)
+        np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-9, atol=1e-12 * float(jnp.abs(g_ref).max()))
+        sch = sd.Schedule.from_log_snr(rho, process)
+        h_ref = jnp.exp(engine._log_output(lam, sch, sampler)[0])  # the closed form's H
+        np.testing.assert_allclose(sd.transfer_function(lam, sch, sampler), h_ref, rtol=1e-12)

@@ -1,8 +1,9 @@
 """The composition of the steps' affine maps (``core.compose``: trajectories) and the
 engine's outputs (``core.adjoint`` for samplers with history or noise, ``core.rational``
 for the others) against the plain sequential loop of the same steps: every sampler, S = 1,
-2 and odd S, outputs, trajectories and transfer functions; the tree, the interpolation in
-the denoiser gains and its written-out VJP each against their direct definitions."""
+2 and odd S, outputs, trajectories and transfer functions; the scanned composition, the
+interpolation in the denoiser gains and its written-out VJP each against their direct
+definitions."""
 
 import jax
 import jax.numpy as jnp
@@ -44,11 +45,11 @@ def test_composed_equals_sequential(case):
     sampler = sampler_of(case)
     lam = jnp.asarray(np.logspace(-3, 2, 7))
     m = jnp.linspace(-1.0, 1.0, 7)
-    # Trajectories from the tree; outputs and H (VE: σ coordinates) from the engine's own
-    # path. S = 20 for one sampler of each structure (several denoiser calls, a stochastic
-    # two-value state, a three-value state): the tree's pairwise levels.
-    tree_cases = ("heun", "dpmpp_2m_sde", "lms")
-    for steps in (1, 2, 7, 20) if case[0] in tree_cases else (1, 2, 7):
+    # Trajectories from the associative scan; outputs and H (VE: σ coordinates) from the
+    # engine's own path. S = 20 for one sampler of each structure (several denoiser calls,
+    # a stochastic two-value state, a three-value state): several levels of the scan.
+    scan_cases = ("heun", "dpmpp_2m_sde", "lms")
+    for steps in (1, 2, 7, 20) if case[0] in scan_cases else (1, 2, 7):
         sch = karras(steps, "ve")
         mean, var, traj_var, h = _sequential(lam, m, sch, sampler)
         mean_c, var_c, traj = _trajectory_moments(lam, m, sch, sampler)
@@ -76,8 +77,8 @@ def _maps(rng, count, n, noisy):
 
 @pytest.mark.parametrize("count", [1, 2, 5, 8, 13])
 @pytest.mark.parametrize("noisy", [False, True])
-def test_tree_equals_sequential_composition(count, noisy):
-    """(A₁, Q₁) then (A₂, Q₂) = (A₂A₁, A₂Q₁A₂ᵀ + Q₂), reduced pairwise or in order."""
+def test_scanned_composition_equals_sequential(count, noisy):
+    """(A₁, Q₁) then (A₂, Q₂) = (A₂A₁, A₂Q₁A₂ᵀ + Q₂), by the associative scan or in order."""
     a, q = _maps(np.random.default_rng(count), count, 3, noisy)
     a_seq, q_seq = a[0], None if q is None else q[0]
     for k in range(1, count):
@@ -85,12 +86,14 @@ def test_tree_equals_sequential_composition(count, noisy):
         a_seq = np.einsum("dij,jkd->ikd", a_k, a_seq)
         if q is not None:
             q_seq = np.einsum("dij,jkd,dlk->ild", a_k, q_seq, a_k) + q[k]
-    a_tree, q_tree = compose.reduce_maps((a, q))
-    np.testing.assert_allclose(a_tree, a_seq, rtol=1e-12, atol=1e-12)
+    a_scan, q_scan = jax.tree.map(
+        lambda x: x[-1], jax.lax.associative_scan(compose.compose, (a, q))
+    )
+    np.testing.assert_allclose(a_scan, a_seq, rtol=1e-12, atol=1e-12)
     if noisy:
-        np.testing.assert_allclose(q_tree, q_seq, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(q_scan, q_seq, rtol=1e-12, atol=1e-12)
     else:
-        assert q_tree is None
+        assert q_scan is None
 
 
 @pytest.mark.parametrize("case", GENERAL, ids=case_id)
@@ -123,7 +126,7 @@ def test_interpolation_vjp_equals_numerical(calls):
 
 def test_general_output_gradients_match_sequential():
     """Gradients in the log-SNR levels through the adjoint path (the outputs') against the
-    sequential loop's: churned Heun, two gains and a noise per step. (The trajectory's tree
+    sequential loop's: churned Heun, two gains and a noise per step. (The trajectory's scan
     differentiates through ``_interpolate``, whose VJP is checked above.)"""
     sampler = sd.samplers.from_name("heun", s_churn=2.0, s_tmin=0.05, s_tmax=10.0)
     lam, m = jnp.asarray(np.logspace(-3, 2, 37)), jnp.linspace(-1.0, 1.0, 37)
