@@ -1,10 +1,9 @@
 """Closed-form spectral transfer functions and output moments (SPEC §3–4, §11).
 
-Three paths. DDIM/DDPM (``sampler.mobius``; outputs at η = 0 and every trajectory; with
-noise the outputs take the adjoint path below, faster): for a schedule with levels
-L_0 … L_{S−1} (the
-final step to clean data implicit), step k maps the centred state per eigenvalue as
-y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
+Three paths. DDIM/DDPM (``sampler.mobius``; the outputs at η = 0 and every trajectory;
+with noise the outputs take the faster adjoint path below): for a schedule with levels
+L_0 … L_{S−1} (the final step to clean data implicit), step k maps the centred state per
+eigenvalue as y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
 
     H(λ)        = ∏_k g_k(λ)
     E[y_S]      = H·E[y_0]
@@ -20,10 +19,11 @@ One-state deterministic samplers (Euler, Heun, DPM-2, the ancestral ones at η =
 step's denoiser calls), from the step run at the corners of its gains; same chunked
 forward and written-out reverse pass.
 
-Every other sampler (history or noise, DDPM's outputs included; SPEC §11): s = (y, history) maps as
-s' = A_k s + B_k z_k, and the output's row u_k = e₁ᵀ A_{S−1}⋯A_k runs back through the
-steps (``core.adjoint``: n numbers per eigenvalue, [A_k | B_k] interpolated at the gains
-γ(σ) from the step run at the corners of its gains), with a written-out reverse pass.
+Every other sampler (history or noise, DDPM's outputs included; SPEC §11):
+s = (y, history) maps as s' = A_k s + B_k z_k, and the output's row u_k = e₁ᵀ A_{S−1}⋯A_k
+runs back through the steps (``core.adjoint``: n numbers per eigenvalue, [A_k | B_k]
+interpolated at the gains γ(σ) from the step run at the corners of its gains), with a
+written-out reverse pass.
 Trajectories compose the steps' maps instead (``core.compose``, an associative scan).
 All three run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
 
