@@ -5,6 +5,8 @@ for the others) against the plain sequential loop of the same steps: every sampl
 interpolation in the denoiser gains and its written-out VJP each against their direct
 definitions."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from jax.test_util import check_grads
 
 import specdiff as sd
-from specdiff.core import compose
+from specdiff.core import compose, engine
 from specdiff.core.engine import _trajectory_moments, sigmas_with_zero, start_variance
 from specdiff.core.steps import step_loop
 from tests.samplers.cases import DEFAULTS, case_id, karras, sampler_of
@@ -40,6 +42,16 @@ def _sequential(lam, m, schedule, sampler):
     return m + e[:, 0], p[:, 0, 0], ps[:, :, 0, 0], h[:, 0]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _all_ways(sampler, lam, m, schedule):
+    """The sequential loop, the trajectory's composition and the engine's outputs and H
+    (its own path: ``core.adjoint`` or ``core.rational``), compiled together."""
+    out = engine._output(lam, m, schedule, sampler)
+    h = engine._output(lam, m, schedule, sampler, transfer=True)[0]
+    seq = _sequential(lam, m, schedule, sampler)
+    return seq, _trajectory_moments(lam, m, schedule, sampler), out, h
+
+
 @pytest.mark.parametrize("case", GENERAL, ids=case_id)
 def test_composed_equals_sequential(case):
     sampler = sampler_of(case)
@@ -50,13 +62,10 @@ def test_composed_equals_sequential(case):
     # a stochastic two-value state, a three-value state): several levels of the scan.
     scan_cases = ("heun", "dpmpp_2m_sde", "lms")
     for steps in (1, 2, 7, 20) if case[0] in scan_cases else (1, 2, 7):
-        sch = karras(steps, "ve")
-        mean, var, traj_var, h = _sequential(lam, m, sch, sampler)
-        mean_c, var_c, traj = _trajectory_moments(lam, m, sch, sampler)
-        mom = sd.output_moments(sd.Spectrum(lam, m), sch, sampler)
-        h_c = sd.transfer_function(lam, sch, sampler)
+        seq, (mean_c, var_c, traj), out, h_c = _all_ways(sampler, lam, m, karras(steps, "ve"))
+        mean, var, traj_var, h = seq
         pairs = [(mean_c, mean), (var_c, var), (traj[1][1:], traj_var)]
-        pairs += [(mom.mean, mean), (mom.var, var), (h_c, h)]
+        pairs += [(out[0], mean), (out[1], var), (h_c, h)]
         for got, want in pairs:
             # VE: α = 1, so the trajectory rows are σ-coordinate variances. Round-off is
             # relative to the largest entry or 1 (the scale of m and of H), as in

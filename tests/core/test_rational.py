@@ -24,12 +24,16 @@ RATIONAL = {
 }
 
 
+# The reference, compiled (the adjoint path's scans run op by op otherwise).
+_adjoint = jax.jit(engine._adjoint_moments, static_argnums=(3, 4))
+
+
 def _w2(lam, m, schedule, sampler, path):
     if path == "rational":  # the public (compiled) entry point: the engine picks the path
         mom = sd.output_moments(sd.Spectrum(lam, m), schedule, sampler)
         mean, var = mom.mean, mom.var
     else:  # the row recursion over the steps' affine maps (core.adjoint)
-        _, mean, var = engine._adjoint_moments(lam, m, schedule, sampler, False)
+        _, mean, var = _adjoint(lam, m, schedule, sampler, False)
     return jnp.sqrt(jnp.sum((mean - m) ** 2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2))
 
 
@@ -47,7 +51,7 @@ def test_rational_equals_composition(name):
         )
         mom = sd.output_moments(sd.Spectrum(lam, m), sch, sampler)
         mean, var = mom.mean, mom.var
-        _, mean_c, var_c = engine._adjoint_moments(lam, m, sch, sampler, False)
+        _, mean_c, var_c = _adjoint(lam, m, sch, sampler, False)
         # The cosine grid starts at σ = 3·10⁴ (S = 2: one step to σ = 1): both ways lose
         # ~1e-9 of H on that first step (checked against exact rational arithmetic for
         # Heun: 0.9e-9 here, 2e-9 the step's own form).
@@ -58,7 +62,7 @@ def test_rational_equals_composition(name):
         atol = 1e-13 * float(jnp.sqrt(engine.start_variance(sch)))
         np.testing.assert_allclose(jnp.sqrt(var), jnp.sqrt(var_c), rtol=rtol, atol=atol)
         h = sd.transfer_function(lam, sch, sampler)
-        h_c = engine._adjoint_moments(lam, m, sch, sampler, True)[0]  # σ coordinates
+        h_c = _adjoint(lam, m, sch, sampler, True)[0]  # σ coordinates
         h_c = h_c / jnp.exp(engine.log_alpha_sigma(sch.log_snr[0], process)[0])
         np.testing.assert_allclose(h, h_c, rtol=rtol, atol=1e-12)
         assert abs(float(h[0])) < 1e-15  # λ = 0: the last step's gain is 0
@@ -69,7 +73,7 @@ def test_rational_equals_composition(name):
     def w2(r, path):
         return _w2(lam, m, sd.Schedule.from_log_snr(r, "flow"), sampler, path)
 
-    g = [jax.grad(w2)(rho, p) for p in ("rational", "composition")]
+    g = [jax.jit(jax.grad(w2), static_argnums=1)(rho, p) for p in ("rational", "composition")]
     assert np.all(np.isfinite(g[0]))
     np.testing.assert_allclose(g[0], g[1], rtol=1e-8, atol=1e-10 * np.abs(g[1]).max())
 
