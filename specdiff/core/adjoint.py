@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specdiff.core.compose import _gains, corner_columns, count_calls
+from specdiff.core.compose import _gains, corner_columns, corners_over, count_calls
 from specdiff.core.compose import _weights as _weight
 from specdiff.core.steps import step_plan
 
@@ -60,8 +60,7 @@ def step_corners(sampler, sigmas):
     if middle is not None:
         start, stop, order = middle
         calls = count_calls(sampler, sigmas, start, order, False)
-        steps = jnp.arange(start, stop, dtype=jnp.int32)
-        parts.append(jax.vmap(lambda i: run(i, order, False, calls))(steps))
+        parts.append(corners_over(sampler, sigmas, start, stop, order, calls))
     if tail is not None:
         i, order, last = tail
         f, s = run(i, order, last, count_calls(sampler, sigmas, i, order, last))

@@ -41,6 +41,7 @@ from specdiff.core.steps import step_plan
 __all__ = [
     "compose",
     "corner_columns",
+    "corners_over",
     "count_calls",
     "middle_corners",
     "propagate",
@@ -194,6 +195,16 @@ def _interpolate_bwd(res, ct):
 _interpolate.defvjp(_interpolate_fwd, _interpolate_bwd)
 
 
+def corners_over(sampler, sigmas, start, stop, order, calls):
+    """``corner_columns`` of the steps start … stop − 1 (one static ``order``, not the
+    last step), under ``vmap`` over the step index: (F (M, 2^E, n, n + q), s (M, E))."""
+
+    def one(i):
+        return corner_columns(sampler, sigmas, i, order=order, last=False, calls=calls)
+
+    return jax.vmap(one)(jnp.arange(start, stop, dtype=jnp.int32))
+
+
 def middle_corners(sampler, sigmas):
     """The steady steps' corners (F (M, 2^E, n, n + q), s (M, E)), or None.
 
@@ -209,11 +220,7 @@ def middle_corners(sampler, sigmas):
     calls = count_calls(sampler, sigmas, start, order, False)
     if calls < 2:
         return None
-
-    def one(i):
-        return corner_columns(sampler, sigmas, i, order=order, last=False, calls=calls)
-
-    return jax.vmap(one)(jnp.arange(start, stop, dtype=jnp.int32))
+    return corners_over(sampler, sigmas, start, stop, order, calls)
 
 
 def step_maps(sampler, lam, sigmas, corners=None):
@@ -240,45 +247,38 @@ def step_maps(sampler, lam, sigmas, corners=None):
 
 
 def _apply(maps, state):
-    """The moments after a map: (A, Q) on (E (…, n, d), P (…, n, n, d) or None)."""
+    """The moments after a map: (A, Q) on (E (…, n, d), P (…, n, n, d))."""
     a, q = maps
     e, p = state
     e = sum(a[..., :, k, :] * e[..., None, k, :] for k in range(a.shape[-2]))
-    if p is None:
-        return e, None
     p = _mm(_mm(a, p), _t(a))
     return e, p if q is None else p + q
 
 
-def propagate(sampler, lam, sigmas, state, *, corners=None):
+def propagate(sampler, lam, sigmas, state):
     """Moments of the state after every one of the S = len(sigmas) − 1 steps (SPEC §11).
 
     Args:
       sampler: a sampler object (``affine_columns``, ``history``).
       lam: (d,) eigenvalues; sigmas: (S+1,) σ levels ending in 0.
-      state: (E (n, d), P (n, n, d) or None): the start mean (or the start response) and
-        covariance; P None propagates E alone.
-      corners: ``middle_corners(sampler, sigmas)`` if already computed.
+      state: (E (n, d), P (n, n, d)): the start mean and covariance.
 
     Returns:
-      (final (E, P), (Es (S, n, d), Ps (S, n, n, d) or None)): the states after each step.
+      (final (E, P), (Es (S, n, d), Ps (S, n, n, d))): the states after each step.
     """
     head, middle, tail = step_plan(sigmas.shape[0] - 1, sampler.history)
     states = []
 
     def single(state, i, order, last):
         a, b = sampler.affine_columns(lam, sigmas, i, order=order, last=last)
-        state = _apply((a, _noise_cov(b) if state[1] is not None else None), state)
+        state = _apply((a, _noise_cov(b)), state)
         states.append(jax.tree.map(lambda x: x[None], state))
         return state
 
     for i, order, last in head:
         state = single(state, i, order, last)
     if middle is not None:
-        if corners is None:
-            corners = middle_corners(sampler, sigmas)
-        a, q = step_maps(sampler, lam, sigmas, corners)
-        q = q if state[1] is not None else None
+        a, q = step_maps(sampler, lam, sigmas, middle_corners(sampler, sigmas))
         cum = jax.lax.associative_scan(compose, (a, q))
         rows = _apply(cum, state)  # (M, n, d), (M, n, n, d)
         states.append(rows)

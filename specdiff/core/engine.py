@@ -222,7 +222,7 @@ _RATIONAL_WHOLE = 3 * 2**17
 # u_{k+1}, S·n numbers per eigenvalue, for its reverse pass; blocks recompute its forward
 # scan. DPM++ 2M SDE, float32 value+grad of W2 (ad-hoc timings): d = 3072, S = 1000 took
 # 37 ms in one piece against 45–52 ms in blocks of 128–2048; d = 49152, S = 100 took 55 ms
-# in blocks of 512 against 40–42 ms in blocks of 1024–8192 (S = 1000: 580–600 ms for
+# in blocks of 8192 against 39–42 ms in blocks of 16384 (S = 1000: 580–600 ms for
 # every block from 1024 to 8192, 451 ms in one piece with 378 MiB of temporaries).
 _ADJOINT_ELEMENTS = 2**22
 _ADJOINT_WHOLE = 2**23
@@ -432,34 +432,36 @@ def _step_data(lam, schedule, sampler):
     return adjoint.step_corners(sampler, sigmas)
 
 
+def _with_start(h, noise, m, schedule, transfer):
+    """(H, None, None) with ``transfer``, else (None, mean, var) from H and the noise the
+    steps add, σ coordinates: y_0 = x_0 − m, E[y_0] = −m, so mean m − H·m and variance
+    H²·Var0 + noise."""
+    if transfer:
+        return h, None, None
+    var = h * h * start_variance(schedule).astype(h.dtype) + noise
+    # A variance that is 0 in exact arithmetic (λ → 0) may round below it; clamp it to the
+    # smallest normal number so √var and its gradient in the divergences stay finite.
+    return None, m - h * m, jnp.maximum(var, jnp.finfo(h.dtype).tiny)
+
+
 def _rational_moments(lam, m, schedule, sampler, transfer, coeffs=None):
-    """(H, None, None) with ``transfer``, else (None, mean, var), of a one-state
-    deterministic sampler: H in closed form (``core.rational``, σ coordinates), mean m − H·m,
-    variance H²·Var0 (y_0 = x_0 − m, E[y_0] = −m)."""
+    """``_with_start`` of a one-state deterministic sampler: H in closed form
+    (``core.rational``), no noise."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
     h = rational.transfer(sampler, lam, sigmas_with_zero(schedule, dtype), coeffs)
-    if transfer:
-        return h, None, None
-    var = h * h * start_variance(schedule).astype(dtype)
-    return None, m - h * m, jnp.maximum(var, jnp.finfo(dtype).tiny)
+    return _with_start(h, 0.0, m, schedule, transfer)
 
 
 def _adjoint_moments(lam, m, schedule, sampler, transfer, corners=None):
-    """(H, None, None) with ``transfer``, else (None, mean, var), of a sampler with history
-    or noise (``core.adjoint``, σ coordinates): mean m − H·m, variance H²·Var0 plus the
-    noise the steps add."""
+    """``_with_start`` of a sampler with history or noise: H and the noise by the output's
+    row (``core.adjoint``)."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
     if corners is None:
         corners = adjoint.step_corners(sampler, sigmas_with_zero(schedule, dtype))
     h, noise = adjoint.output_row(corners, lam)
-    if transfer:
-        return h, None, None
-    var = h * h * start_variance(schedule).astype(dtype) + noise
-    # A variance that is 0 in exact arithmetic (λ → 0) may round below it; clamp it to the
-    # smallest normal number so √var and its gradient in the divergences stay finite.
-    return None, m - h * m, jnp.maximum(var, jnp.finfo(dtype).tiny)
+    return _with_start(h, noise, m, schedule, transfer)
 
 
 def _trajectory_moments(lam, m, schedule, sampler):
@@ -480,7 +482,7 @@ def _trajectory_moments(lam, m, schedule, sampler):
     p0 = jnp.zeros((n, n, d), dtype).at[0, 0].set(start_variance(schedule).astype(dtype))
     (e, p), (es, ps) = propagate(sampler, lam, sig, (e0, p0))
     # A variance that is 0 in exact arithmetic (λ → 0) can come out as −1e-23 after the
-    # products; clamp it to the smallest normal number (as above).
+    # products; clamp it to the smallest normal number (as ``_with_start``).
     tiny = jnp.finfo(dtype).tiny
     traj_mean = jnp.concatenate([jnp.zeros((1, d), dtype), m + es[:, 0]], 0)
     traj_var = jnp.maximum(jnp.concatenate([p0[None, 0, 0], ps[:, 0, 0]], 0), tiny)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from specdiff.core.compose import corner_columns, count_calls
+from specdiff.core.compose import corners_over, count_calls
 from specdiff.core.steps import step_plan
 
 __all__ = [
@@ -57,12 +57,8 @@ def coefficients(sampler, sigmas, start, stop):
     coefficients, lowest power first, and the calls' s_kj². Independent of λ;
     differentiable in ``sigmas``."""
     calls = count_calls(sampler, sigmas, start, 0, False)
-
-    def one(i):
-        f, s = corner_columns(sampler, sigmas, i, order=0, last=False, calls=calls)
-        return f[:, 0, 0], s  # (2^E,), (E,)
-
-    f, s = jax.vmap(one)(jnp.arange(start, stop, dtype=jnp.int32))
+    f, s = corners_over(sampler, sigmas, start, stop, 0, calls)
+    f = f[:, :, 0, 0]  # (M, 2^E): the one-state step's gain at each corner
     s2 = s**2
     cols = []
     for power in range(calls + 1):
