@@ -251,8 +251,8 @@ def default_block(steps: int, sampler, d: int | None = None) -> int:
     if _rational(sampler):
         whole, target = _RATIONAL_WHOLE, _RATIONAL_ELEMENTS // max(1, steps)
     else:
-        per = steps * sampler.state_size
-        whole, target = _ADJOINT_WHOLE // sampler.state_size, _ADJOINT_ELEMENTS // max(1, per)
+        kept = sampler.state_size + sampler.noise_dim  # numbers kept per step
+        whole, target = _ADJOINT_WHOLE // kept, _ADJOINT_ELEMENTS // max(1, steps * kept)
     if d is not None and d * steps <= whole:
         return d
     return _power_of_two(target, 256, 16384)
