@@ -88,20 +88,36 @@ def _all_weights(gains, count):
     return [_weight(gains, t) for t in range(count)]
 
 
-def _gain_rows(gains, count, lam):
-    """(1 + E, 2^E, d): row 0 the weights w_T; row 1 + j the same products with the factor
-    of call j replaced by r_j γ_j (its derivative in s_j is ±that times −2 s_j).
+def _row_codes(calls):
+    """(2^E + E·2^(E−1), E) constant table of the gain rows: factor j of a row is 1 − γ_j
+    (code 0), γ_j (1) or r_j γ_j (2). Rows 0 … 2^E − 1 are the weights w_T; then, per call
+    j, ∂w_T/∂γ_j·r_jγ_j = ±r_jγ_j ∏_{i≠j}, which does not depend on bit j of T: one row for
+    each T with bit j clear, in increasing order (``_squeeze``)."""
+    count = 2**calls
+    codes = [[(t >> j) & 1 for j in range(calls)] for t in range(count)]
+    for j in range(calls):
+        for t in range(count):
+            if not (t >> j) & 1:
+                codes.append([2 if i == j else (t >> i) & 1 for i in range(calls)])
+    return np.asarray(codes, np.int32).reshape(len(codes), calls)
 
-    Built by broadcasting against constant bit masks: on CPU a concatenation of computed
-    rows compiled to a fusion ~6× slower per element than this product."""
-    rows = jnp.ones((1 + len(gains), count, lam.shape[0]), lam.dtype)
-    bits = (np.arange(count)[None, :] >> np.arange(len(gains))[:, None]) & 1  # (E, 2^E)
+
+def _squeeze(t, j):
+    """Position of corner t, bit j cleared, among the corners with bit j clear."""
+    return ((t >> (j + 1)) << j) | (t & ((1 << j) - 1))
+
+
+def _gain_rows(gains, lam):
+    """(rows, d): the products of ``_row_codes``, built by broadcasting against constant
+    masks (on CPU a concatenation of computed rows compiled to a fusion ~6× slower per
+    element than this product)."""
+    codes = _row_codes(len(gains))
+    rows = jnp.ones((codes.shape[0], lam.shape[0]), lam.dtype)
     for j, (g, rest, r) in enumerate(gains):
-        picked = rest[None, :] + jnp.asarray(bits[j, :, None], lam.dtype) * (g - rest)[None, :]
-        own = np.zeros((1 + len(gains), 1, 1))
-        own[1 + j] = 1.0
-        own = jnp.asarray(own, lam.dtype)
-        rows = rows * (own * (r * g)[None, None, :] + (1.0 - own) * picked[None])
+        # One mask is 1, the others 0: the sum is exact (rest + is_g·(γ − rest) was not,
+        # for γ ≪ 1 − γ).
+        pick = [jnp.asarray(codes[:, j, None] == c, lam.dtype) for c in range(3)]
+        rows = rows * (pick[0] * rest[None] + pick[1] * g[None] + pick[2] * (r * g)[None])
     return rows
 
 
@@ -159,7 +175,7 @@ def _rows_bwd(shape, res, cts):
         # @ (d × m) product a step, full float32 on accelerators too (TPUs default to
         # bfloat16). Its operands broadcast or stack stored vectors: on CPU a concatenation
         # of computed products compiled to a fusion several times slower per element.
-        lhs = _gain_rows(gains, count, lam)[:, :, None, :] * jnp.stack(u)[None, None]
+        lhs = _gain_rows(gains, lam)[:, None, :] * jnp.stack(u)[None]
         sums = jnp.dot(
             lhs.reshape(-1, lam.shape[0]), jnp.stack(col).T, precision=jax.lax.Precision.HIGHEST
         )
@@ -169,7 +185,9 @@ def _rows_bwd(shape, res, cts):
     (_, d_lam), sums = jax.lax.scan(body, (ub0, zero), (f, s, rows))
     steps = f.shape[0]
     d_f = sums[:, : count * n].reshape(steps, count * n * m)
-    part = sums[:, count * n :].reshape(steps, calls, count, n * m)
+    half = [[_squeeze(t, j) for t in range(count)] for j in range(calls)]  # (E, 2^E)
+    part = sums[:, count * n :].reshape(steps, calls, count // 2, n * m)
+    part = part[:, np.arange(calls)[:, None], np.asarray(half, np.int32).reshape(calls, count)]
     bits = (np.arange(count)[None, :] >> np.arange(calls)[:, None]) & 1  # (E, 2^E)
     sign = jnp.asarray(2.0 * bits - 1.0, f.dtype)  # ∂w_T/∂γ_j: + if bit j of T is set
     per_call = f.reshape(steps, 1, count, n * m) * part * sign[None, :, :, None]
