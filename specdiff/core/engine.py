@@ -218,12 +218,13 @@ _BLOCK_ELEMENTS = 2**20
 # 0.31 ms unblocked, 0.69 ms in blocks of 256).
 _RATIONAL_ELEMENTS = 2**16
 _RATIONAL_WHOLE = 3 * 2**17
-# The adjoint path (``core.adjoint``: samplers with history or noise) keeps the rows
-# u_{k+1}, S·n numbers per eigenvalue, for its reverse pass; blocks recompute its forward
-# scan. DPM++ 2M SDE, float32 value+grad of W2 (ad-hoc timings): d = 3072, S = 1000 took
-# 37 ms in one piece against 45–52 ms in blocks of 128–2048; d = 49152, S = 100 took 55 ms
-# in blocks of 8192 against 39–42 ms in blocks of 16384 (S = 1000: 580–600 ms for
-# every block from 1024 to 8192, 451 ms in one piece with 378 MiB of temporaries).
+# The adjoint path (``core.adjoint``: samplers with history or noise) keeps n + q numbers
+# per step and eigenvalue (u_{k+1} and u_{k+1} B_k) for its reverse pass; blocks
+# recompute its forward scan. DPM++ 2M SDE (n + q = 3), float32 value+grad of W2 (ad-hoc
+# timings): d = 3072, S = 1000 took 23 ms in one piece against 20 ms in blocks of 512 or
+# 1024; d = 49152, S = 100 took 21 / 22 / 27 / 37 ms in blocks of 4096 / 8192 / 16384 /
+# one piece, S = 1000 267–276 ms in blocks of 1024–4096. DPM++ 2M (n + q = 2), d = 3072,
+# S = 1000: 10.8 ms in one piece, 12.7 ms in blocks of 1024.
 _ADJOINT_ELEMENTS = 2**22
 _ADJOINT_WHOLE = 2**23
 # The Möbius path's blocks may be larger than 16384 for short schedules: DDIM, d = 786432,
