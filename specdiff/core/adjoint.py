@@ -91,8 +91,8 @@ def _all_weights(gains, count):
 def _row_codes(calls):
     """(2^E + E·2^(E−1), E) constant table of the gain rows: factor j of a row is 1 − γ_j
     (code 0), γ_j (1) or r_j γ_j (2). Rows 0 … 2^E − 1 are the weights w_T; then, per call
-    j, ∂w_T/∂γ_j·r_jγ_j = ±r_jγ_j ∏_{i≠j}, which does not depend on bit j of T: one row for
-    each T with bit j clear, in increasing order (``_squeeze``)."""
+    j, r_jγ_j ∏_{i≠j} (T's factors) = ±r_jγ_j ∂w_T/∂γ_j, which does not depend on bit j of
+    T: one row for each T with bit j clear, in increasing order (``_squeeze``)."""
     count = 2**calls
     codes = [[(t >> j) & 1 for j in range(calls)] for t in range(count)]
     for j in range(calls):
@@ -171,10 +171,9 @@ def _rows_bwd(shape, res, cts):
                 )
                 d_gain = d_gain + (other * dot if (t >> j) & 1 else -other * dot)
             d_lam = d_lam + d_gain * r * rest  # ∂γ/∂λ = s² r² = (1 − γ) r
-        # The sums over eigenvalues: (gain rows × u_i) against col, one ((1 + E)·2^E·n × d)
-        # @ (d × m) product a step, full float32 on accelerators too (TPUs default to
-        # bfloat16). Its operands broadcast or stack stored vectors: on CPU a concatenation
-        # of computed products compiled to a fusion several times slower per element.
+        # The sums over eigenvalues: (gain rows × u_i) against col, one (rows·n × d) @
+        # (d × m) product a step, full float32 on accelerators too (TPUs default to
+        # bfloat16); both operands broadcast or stack vectors that are already stored.
         lhs = _gain_rows(gains, lam)[:, None, :] * jnp.stack(u)[None]
         sums = jnp.dot(
             lhs.reshape(-1, lam.shape[0]), jnp.stack(col).T, precision=jax.lax.Precision.HIGHEST
