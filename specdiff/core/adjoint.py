@@ -109,8 +109,8 @@ def _squeeze(t, j):
 
 def _gain_rows(gains, lam):
     """(rows, d): the products of ``_row_codes``, built by broadcasting against constant
-    masks (on CPU a concatenation of computed rows compiled to a fusion ~6× slower per
-    element than this product)."""
+    masks (on CPU a concatenation of computed rows compiled to a kernel ~5× slower than
+    this product, in a profile of a microbenchmark)."""
     codes = _row_codes(len(gains))
     rows = jnp.ones((codes.shape[0], lam.shape[0]), lam.dtype)
     for j, (g, rest, r) in enumerate(gains):
