@@ -114,8 +114,8 @@ def _gain_rows(gains, lam):
     codes = _row_codes(len(gains))
     rows = jnp.ones((codes.shape[0], lam.shape[0]), lam.dtype)
     for j, (g, rest, r) in enumerate(gains):
-        # One mask is 1, the others 0: the sum is exact (rest + is_g·(γ − rest) was not,
-        # for γ ≪ 1 − γ).
+        # One mask is 1, the others 0: the sum is exact ((1 − γ) + mask·(f − (1 − γ)) was
+        # not, for a factor f ≪ 1 − γ).
         pick = [jnp.asarray(codes[:, j, None] == c, lam.dtype) for c in range(3)]
         rows = rows * (pick[0] * rest[None] + pick[1] * g[None] + pick[2] * (r * g)[None])
     return rows
