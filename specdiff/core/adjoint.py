@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from specdiff.core.checks import matmul
 from specdiff.core.compose import _gains, corner_columns, corners_over, count_calls
 from specdiff.core.compose import _weights as _weight
 from specdiff.core.steps import step_plan
@@ -172,12 +173,10 @@ def _rows_bwd(shape, res, cts):
                 d_gain = d_gain + (other * dot if (t >> j) & 1 else -other * dot)
             d_lam = d_lam + d_gain * r * rest  # ∂γ/∂λ = s² r² = (1 − γ) r
         # The sums over eigenvalues: (gain rows × u_i) against col, one (rows·n × d) @
-        # (d × m) product a step, full float32 on accelerators too (TPUs default to
-        # bfloat16); both operands broadcast or stack vectors that are already stored.
+        # (d × m) product a step (full float32 on accelerators too); both operands
+        # broadcast or stack vectors that are already stored.
         lhs = _gain_rows(gains, lam)[:, None, :] * jnp.stack(u)[None]
-        sums = jnp.dot(
-            lhs.reshape(-1, lam.shape[0]), jnp.stack(col).T, precision=jax.lax.Precision.HIGHEST
-        )
+        sums = matmul(lhs.reshape(-1, lam.shape[0]), jnp.stack(col).T)
         return (ub, d_lam), sums
 
     ub0 = (ct_h,) + (zero,) * (n - 1)

@@ -34,6 +34,17 @@ def check_finite(name: str, x: np.ndarray) -> None:
         raise ValueError(f"{name} must be finite; entry {i} is {x.ravel()[i].item()!r}")
 
 
+def matmul(a, b):
+    """``a @ b`` at full float32 precision on every backend.
+
+    XLA's default precision for float32 matrix products is TF32 on NVIDIA GPUs and
+    bfloat16 passes on TPUs (about 10 mantissa bits). On an H200 the W2 gradients of DDIM
+    and Heun through the closed forms' reverse passes were 34–73 % off float64 with it
+    (d = 3072, S = 100 and 1000) and 0.1–0.4 % with this.
+    """
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def cumsum(x, axis: int = 0, reverse: bool = False):
     """Inclusive cumulative sum as an associative scan: O(n log n) work on every backend.
 

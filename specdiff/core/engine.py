@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from specdiff.core import adjoint, rational, sharded
-from specdiff.core.checks import cumsum
+from specdiff.core.checks import cumsum, matmul
 from specdiff.core.compose import propagate
 from specdiff.core.mesh import pad_to_multiple
 from specdiff.core.schedule import Schedule, log_alpha_sigma
@@ -143,11 +143,11 @@ def _sum_log_mobius_bwd(res, ct):
     inv_den = 1.0 / (r[:, None] * lam + t[:, None])
     if lam.shape[-1] > 16:  # matrix products (BLAS) over the eigenvalue axis
         w = jnp.stack([ct * lam, ct], axis=1)  # (d, 2)
-        a, b = inv_num @ w, inv_den @ w
-        d_lam = ct * (p @ inv_num - r @ inv_den)
+        a, b = matmul(inv_num, w), matmul(inv_den, w)
+        d_lam = ct * (matmul(p, inv_num) - matmul(r, inv_den))
     else:  # few eigenvalues (per-eigenvalue problems under vmap): plain fused sums
-        a = jnp.stack([inv_num @ (ct * lam), inv_num @ ct], axis=1)
-        b = jnp.stack([inv_den @ (ct * lam), inv_den @ ct], axis=1)
+        a = jnp.stack([matmul(inv_num, ct * lam), matmul(inv_num, ct)], axis=1)
+        b = jnp.stack([matmul(inv_den, ct * lam), matmul(inv_den, ct)], axis=1)
         d_lam = ct * jnp.sum(p[:, None] * inv_num - r[:, None] * inv_den, axis=0)
     return d_lam, p * a[:, 0], q * a[:, 1], -r * b[:, 0], -t * b[:, 1]
 

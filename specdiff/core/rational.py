@@ -31,6 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from specdiff.core.checks import matmul
 from specdiff.core.compose import corners_over, count_calls
 from specdiff.core.steps import step_plan
 
@@ -136,18 +137,18 @@ def _bwd(res, cts):
     for _ in range(c.shape[-1] - 1):
         powers.append(powers[-1] * lam)
     cols = jnp.stack([ct * p for p in powers], 1)  # (d, E + 1)
-    d_c = inv_num @ cols  # Σ_d ct λ^i / N_k
+    d_c = matmul(inv_num, cols)  # Σ_d ct λ^i / N_k
     # ∂N/∂λ = Σ_i i c_i λ^(i−1): its sum over k against 1/N_k, per eigenvalue.
     d_lam = 0.0
     for i in range(1, c.shape[-1]):
-        d_lam = d_lam + i * powers[i - 1] * (c[:, i] @ inv_num)
+        d_lam = d_lam + i * powers[i - 1] * matmul(c[:, i], inv_num)
     # 1/(λ + s_j²) for every call from one division: 1/∏_j (λ + s_j²) times the others.
     factors = [lam + s2[:, j, None] for j in range(s2.shape[-1])]  # (M, d) each
     inv_all = 1.0 / _product(factors) if factors else None
     d_s2 = []
     for j in range(len(factors)):
         inv_den = inv_all * _product(factors[:j] + factors[j + 1 :])
-        d_s2.append(-(inv_den @ ct))
+        d_s2.append(-matmul(inv_den, ct))
         d_lam = d_lam - jnp.sum(inv_den, 0)
     d_s2 = jnp.stack(d_s2, -1) if d_s2 else jnp.zeros_like(s2)
     return ct * d_lam, d_c, d_s2
