@@ -6,6 +6,8 @@ and the constructors skip them, so the pytrees stay constructible from traced va
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,6 +45,18 @@ def matmul(a, b):
     (d = 3072, S = 100 and 1000) and 0.1–0.4 % with this.
     """
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def full_precision(fn):
+    """``fn`` with every float32 matrix product it traces at full precision (see ``matmul``):
+    for code with many ``@``; put it under ``jax.jit`` so that it applies while tracing."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def cumsum(x, axis: int = 0, reverse: bool = False):

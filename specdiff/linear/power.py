@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from specdiff.core.checks import check_int
+from specdiff.core.checks import check_int, full_precision
 from specdiff.core.engine import _check_schedule_sampler, output_moments
 from specdiff.core.schedule import Schedule, log_alpha_sigma
 from specdiff.linear.finite_sample import LinearModel, _check_key
@@ -93,6 +93,7 @@ def _check_directions(directions, d):
 
 
 @functools.partial(jax.jit, static_argnames=("sampler",))
+@full_precision
 def _moments_shared(model, schedule, sampler, directions):
     spec = model.spectrum()
     mom = output_moments(spec, schedule, sampler, trajectory=True)
@@ -118,6 +119,7 @@ def _moments_shared(model, schedule, sampler, directions):
 
 
 @functools.partial(jax.jit, static_argnames=("sampler",))
+@full_precision
 def _moments_per_level(models, schedule, sampler, directions):
     dtype = models.eigenvalues.dtype
     co = _coefficients(schedule, sampler, dtype)
@@ -219,6 +221,7 @@ class SampleTrajectory(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("sampler", "n"))
+@full_precision
 def _sample(models, schedule, sampler, key, n, directions):
     dtype = models.eigenvalues.dtype
     co = _coefficients(schedule, sampler, dtype)
@@ -284,6 +287,7 @@ def reverse_sample(
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
+@full_precision
 def _power_iteration(matrix, v0, steps, directions):
     def step(v, _):
         w = v @ matrix.T

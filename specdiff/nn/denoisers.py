@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from specdiff.core.checks import full_precision
 from specdiff.core.io import write_json
 from specdiff.nn.training import DEFAULT_CONFIGS, TrainConfig, _checkpointer, train
 from specdiff.nn.unet import ModelConfig, UNet, apply, init_unet, training_log_snr
@@ -108,6 +109,7 @@ class GaussianDenoiser:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.mean.shape)
 
+    @full_precision
     def __call__(self, x, log_snr):
         x = jnp.asarray(x)
         dtype = x.dtype

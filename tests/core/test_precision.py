@@ -63,3 +63,30 @@ def test_the_corner_interpolation_reverse_pass_is_full_precision():
     assert found, "no matrix product traced: the check would pass vacuously"
     for precision in found:
         assert precision is not None and all(p == _FULL for p in precision), precision
+
+
+def _assert_full(found):
+    assert found, "no matrix product traced: the check would pass vacuously"
+    for precision in found:
+        assert precision is not None and all(p == _FULL for p in precision), precision
+
+
+def test_the_linear_model_and_the_gaussian_denoiser_are_full_precision():
+    """``specdiff.linear`` (moments, Monte Carlo, power iteration) and the Gaussian
+    denoiser multiply d × d matrices with ``@`` under ``checks.full_precision``."""
+    from specdiff import linear
+    from specdiff.nn.denoisers import GaussianDenoiser
+
+    x = jax.random.normal(jax.random.key(0), (50, 6), jnp.float32)
+    model = linear.fit(x)
+    schedule = sd.schedules.cosine(4)
+    stacked = jax.tree.map(lambda a: jnp.stack([a] * schedule.num_steps), model)
+    for traced in (
+        lambda: linear.reverse_moments(model, schedule, sd.samplers.DDPM()),
+        lambda: linear.reverse_moments(stacked, schedule, sd.samplers.DDIM()),
+        lambda: linear.reverse_sample(model, schedule, sd.samplers.DDPM(), jax.random.key(1), 3),
+        lambda: linear.power_iteration(jnp.eye(6, dtype=jnp.float32), x[:2], 3),
+    ):
+        _assert_full(_dot_precisions(jax.make_jaxpr(traced)().jaxpr))
+    den = GaussianDenoiser(np.zeros(6), np.eye(6))
+    _assert_full(_dot_precisions(jax.make_jaxpr(lambda y: den(y, 0.0))(x[:2]).jaxpr))
