@@ -30,6 +30,12 @@ def _dot_precisions(jaxpr):
     return found
 
 
+def _assert_full(found):
+    assert found, "no matrix product traced: the check would pass vacuously"
+    for precision in found:
+        assert precision is not None and all(p == _FULL for p in precision), precision
+
+
 @pytest.mark.parametrize(
     "name, trajectory",
     [("ddim", False), ("heun", False), ("dpmpp_2m_sde", False), ("lms", False), ("ddpm", True)],
@@ -44,10 +50,7 @@ def test_every_matrix_product_of_value_and_grad_is_full_precision(name, trajecto
         mom = sd.output_moments(spec, sch, sampler, trajectory=trajectory)
         return sd.divergence(spec, mom, "w2")
 
-    found = _dot_precisions(jax.make_jaxpr(jax.value_and_grad(w2))(rho).jaxpr)
-    assert found, "no matrix product traced: the check would pass vacuously"
-    for precision in found:
-        assert precision is not None and all(p == _FULL for p in precision), precision
+    _assert_full(_dot_precisions(jax.make_jaxpr(jax.value_and_grad(w2))(rho).jaxpr))
 
 
 def test_the_corner_interpolation_reverse_pass_is_full_precision():
@@ -59,16 +62,7 @@ def test_the_corner_interpolation_reverse_pass_is_full_precision():
     s = jnp.ones((3, 1), jnp.float32)
     lam = jnp.linspace(0.1, 2.0, 40, dtype=jnp.float32)
     grad = jax.grad(lambda f, s: jnp.sum(_interpolate(f, s, lam) ** 2), argnums=(0, 1))
-    found = _dot_precisions(jax.make_jaxpr(grad)(f, s).jaxpr)
-    assert found, "no matrix product traced: the check would pass vacuously"
-    for precision in found:
-        assert precision is not None and all(p == _FULL for p in precision), precision
-
-
-def _assert_full(found):
-    assert found, "no matrix product traced: the check would pass vacuously"
-    for precision in found:
-        assert precision is not None and all(p == _FULL for p in precision), precision
+    _assert_full(_dot_precisions(jax.make_jaxpr(grad)(f, s).jaxpr))
 
 
 def test_the_linear_model_and_the_gaussian_denoiser_are_full_precision():
