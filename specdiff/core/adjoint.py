@@ -50,22 +50,19 @@ def step_corners(sampler, sigmas):
     Independent of the eigenvalues; differentiable in ``sigmas``.
     """
     head, middle, tail = step_plan(sigmas.shape[0] - 1, sampler.history)
-    parts = []
 
-    def run(i, order, last, calls):
-        return corner_columns(sampler, sigmas, i, order=order, last=last, calls=calls)
+    def single(i, order, last):  # one step's corners, stacked on a step axis of 1
+        calls = count_calls(sampler, sigmas, i, order, last)
+        f, s = corner_columns(sampler, sigmas, i, order=order, last=last, calls=calls)
+        return f[None], s[None]
 
-    for i, order, last in head:
-        f, s = run(i, order, last, count_calls(sampler, sigmas, i, order, last))
-        parts.append((f[None], s[None]))
+    parts = [single(*step) for step in head]
     if middle is not None:
         start, stop, order = middle
         calls = count_calls(sampler, sigmas, start, order, False)
         parts.append(corners_over(sampler, sigmas, start, stop, order, calls))
     if tail is not None:
-        i, order, last = tail
-        f, s = run(i, order, last, count_calls(sampler, sigmas, i, order, last))
-        parts.append((f[None], s[None]))
+        parts.append(single(*tail))
     calls = max(s.shape[-1] for _, s in parts)
     padded = []
     for f, s in parts:

@@ -36,9 +36,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from specdiff.core.checks import FULL_PRECISION
 from specdiff.core.steps import step_plan
-
-_HIGHEST = jax.lax.Precision.HIGHEST  # full float32 on GPUs and TPUs too (checks.matmul)
 
 __all__ = [
     "compose",
@@ -177,7 +176,7 @@ def _interpolate_bwd(res, ct):
         pairs = [(a, b) for a in range(n) for b in range(m)]
         # Per entry (a, b): products and one sum each (batched dots over these tiny
         # dimensions and fused multi-input reductions both measured several times slower).
-        dots = [jnp.einsum("kd,kd->k", ct[:, a, b], w, precision=_HIGHEST) for a, b in pairs]
+        dots = [jnp.einsum("kd,kd->k", ct[:, a, b], w, precision=FULL_PRECISION) for a, b in pairs]
         ct_f.append(jnp.stack(dots, -1).reshape(f.shape[0], n, m))
         ct_w.append(sum(ct[:, a, b] * f[:, corner, a, b, None] for a, b in pairs))  # ∂L/∂w_T
     ct_s, ct_lam = [], jnp.zeros_like(lam)
