@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import specdiff as sd
+from experiments.benchmark import floor_vg
 from specdiff.core.engine import sigmas_with_zero, start_variance
 
 SAMPLERS = ("ddim", "heun", "dpmpp_2m", "dpmpp_2m_sde")
@@ -87,7 +88,7 @@ _scan_vg = jax.jit(jax.value_and_grad(_scan), static_argnums=2)
 SCAN_ELEMENTS = 2**28
 
 
-def _row(d, name, S, median_time, spec) -> dict:
+def _row(d, name, S, timing, spec, quick) -> dict:
     sampler = sd.samplers.from_name(name)
     rho = jnp.asarray(sd.schedules.edm(S, process="ve").log_snr, np.float32)
     vf, gf = _fast_vg(rho, spec, sampler)
@@ -97,25 +98,35 @@ def _row(d, name, S, median_time, spec) -> dict:
         "d": d,
         "S": S,
         "dtype": "float32",
-        "fast_ms": 1e3 * median_time(_fast_vg, rho, spec, sampler),
     }
+    reps, min_time = (3, 0.0) if quick else (20, 0.5)
+    floor = timing["timed"](floor_vg, rho, spec, reps=reps, min_time=min_time, max_time=5.0)
+    row["floor_ms"] = 1e3 * floor["median"]
     size = S * d * sampler.state_size**2
     if size > SCAN_ELEMENTS:
-        row.update(scan_ms=None, speedup=None, slow_label=f"skipped ({size:.1e} residuals)")
+        t = timing["timed"](_fast_vg, rho, spec, sampler, reps=reps, min_time=min_time)
+        row.update(fast_ms=1e3 * t["median"], scan_ms=None, speedup=None)
+        row["slow_label"] = f"skipped ({size:.1e} residuals)"
         return row
-    vs, gs = _scan_vg(rho, spec, sampler)
-    t_slow = median_time(_scan_vg, rho, spec, sampler)
+    vs, gs = jax.block_until_ready(_scan_vg(rho, spec, sampler))
+    args = (rho, spec, sampler)
+    p = timing["paired"](_fast_vg, _scan_vg, args, args, reps=reps, min_time=min_time, warmup=False)
+    row.update(timing["pair_fields"](p))
     row.update(
-        scan_ms=1e3 * t_slow,
-        speedup=t_slow / (row["fast_ms"] / 1e3),
+        ceiling=row["scan_ms"] / row["floor_ms"],
         value_rel_diff=float(abs(vf - vs) / abs(vs)),
         grad_rel_diff=float(jnp.max(jnp.abs(gf - gs)) / jnp.max(jnp.abs(gs))),
     )
     return row
 
 
-def bench_samplers(quick: bool, median_time, benchmark_spectrum, dims=None) -> list[dict]:
-    """Rows for every sampler, d in ``dims`` (default 3072; --quick 256), S in 10, 100, 1000."""
+def bench_samplers(quick: bool, timing, benchmark_spectrum, dims=None) -> list[dict]:
+    """Rows for every sampler, d in ``dims`` (default 3072; --quick 256), S in 10, 100, 1000.
+
+    ``timing``: the harness's ``timed``, ``paired`` and ``pair_fields``. Each row also
+    times the floor (``experiments.benchmark.w2_floor``: one closed-form step) and gives
+    the ceiling scan / floor, the most any implementation of the S steps could gain.
+    """
     if dims is None:
         dims = (256,) if quick else (3072,)
     steps = (10, 100) if quick else (10, 100, 1000)
@@ -124,6 +135,6 @@ def bench_samplers(quick: bool, median_time, benchmark_spectrum, dims=None) -> l
         spec = benchmark_spectrum(d, np.float32)
         for name in SAMPLERS if quick else FULL_SAMPLERS:
             for S in steps:
-                rows.append(_row(d, name, S, median_time, spec))
+                rows.append(_row(d, name, S, timing, spec, quick))
                 print(rows[-1], flush=True)
     return rows

@@ -6,7 +6,9 @@ d ∈ {3072, 49152, 786432} and S ∈ {10, 100, 1000}, float32:
 
 - time of the compiled value+grad, timed side by side with the straightforward ``lax.scan``
   of the same sampler (``w2_scan`` of experiments.benchmark for DDIM, ``_scan_moments`` of
-  experiments._bench_samplers for heun), median [IQR] of n alternating pairs;
+  experiments._bench_samplers for heun), median [IQR] of n alternating pairs (each timed
+  call the second of a run of two; the first, right after the other's call, gives the cold
+  speed-up);
 - peak memory of each compiled function: XLA temporaries + arguments + outputs
   (``memory_bytes``); a version whose peak would not fit in 70 % of the memory available
   is not run, and its cell says so (the engine is then timed alone);
@@ -32,7 +34,7 @@ import specdiff as sd
 from experiments._bench_memory import memory_bytes
 from experiments._bench_samplers import _scan_moments, _w2
 from experiments._common import markdown_table
-from experiments.benchmark import _meminfo_gib, w2_fast, w2_scan
+from experiments.benchmark import _meminfo_gib, floor_vg, w2_fast, w2_scan
 
 D_FULL, S_FULL = (3072, 49152, 786432), (10, 100, 1000)
 D_QUICK, S_QUICK = (1024,), (10,)
@@ -57,18 +59,6 @@ def _versions(name: str, S: int):
     sampler = sd.samplers.from_name(name)
     rho = sd.schedules.edm(S, process="ve").log_snr
     return (_heun_fast, sampler), (_heun_scan, sampler), rho
-
-
-def w2_floor(rho, spec):
-    """One closed-form step per eigenvalue (DDIM's last, to x̂0): the floor of a cell."""
-    a = jax.nn.sigmoid(rho[-1])
-    lam, m = spec.eigenvalues, spec.mean
-    g = jnp.sqrt(a) * lam / (a * lam + 1 - a)
-    mean, var = m - g * jnp.sqrt(a) * m, g**2
-    return jnp.sqrt(jnp.sum(mean**2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2))
-
-
-_floor_vg = jax.jit(jax.value_and_grad(w2_floor))
 
 
 def stream_triad(stats, n: int, reps: int) -> dict:
@@ -128,8 +118,8 @@ def _cell(name, d, S, spectrum, timing, bandwidth, quick) -> dict:
     reps, min_time = (3, 0.0) if quick else (10, 0.5)
     if too_big[0]:
         return row
-    jax.block_until_ready(_floor_vg(rho, spec))
-    t = timing["timed"](_floor_vg, rho, spec, reps=reps, min_time=min_time, max_time=5.0)
+    jax.block_until_ready(floor_vg(rho, spec))
+    t = timing["timed"](floor_vg, rho, spec, reps=reps, min_time=min_time, max_time=5.0)
     row.update(floor_ms=1e3 * t["median"], floor_q25_ms=1e3 * t["q25"])
     row.update(floor_q75_ms=1e3 * t["q75"], floor_n=t["n"])
     vf, gf = jax.block_until_ready(c_fast(rho, spec))  # also the warm-up calls
@@ -206,19 +196,27 @@ def table(rows: list[dict]) -> str:
         "read and write (λ, m, ρ in; W2, ∂W2/∂ρ out) at that bandwidth; 'at bound' is bound "
         "time / measured time. Peak MiB: XLA temporaries + arguments + outputs. Floor: the "
         "same value+grad with one closed-form step (no loop over steps); ceiling = scan / "
-        "floor, the most any implementation of the S steps could gain over the scan.\n\n"
+        "floor, the most any implementation of the S steps could gain over the scan. Cold "
+        "speed-up: the same pairs timed on the call right after the other version's call, "
+        "whose memory traffic has evicted this one's data from the caches.\n\n"
     )
-    header = ["sampler", "d", "S", "engine ms", "lax.scan ms", "speed-up", "n", "floor ms",
+    header = ["sampler", "d", "S", "engine ms", "lax.scan ms", "speed-up", "cold speed-up",
+              "n", "floor ms",
               "ceiling",
               "engine peak MiB", "scan peak MiB", "bytes/pass", "bound ms", "engine at bound",
               "scan at bound"]  # fmt: skip
     body = []
     for r in rows:
-        speed = "-"
+        speed = cold = "-"
         if r.get("speedup") is not None:
             speed = f"{r['speedup']:.3g}x [{r['speedup_q25']:.3g}–{r['speedup_q75']:.3g}]"
+        if r.get("speedup_cold") is not None:
+            cold = (
+                f"{r['speedup_cold']:.3g}x [{r['speedup_cold_q25']:.3g}–"
+                f"{r['speedup_cold_q75']:.3g}]"
+            )
         body.append([
-            r["sampler"], r["d"], r["S"], _time(r, "fast"), _time(r, "scan"), speed,
+            r["sampler"], r["d"], r["S"], _time(r, "fast"), _time(r, "scan"), speed, cold,
             r.get("n", "-"), _time(r, "floor") if "floor_ms" in r else "-",
             f"{r['ceiling']:.3g}x" if r.get("ceiling") else "-",
             _mib(r["memory_bytes_fast"]), _mib(r["memory_bytes_scan"]),

@@ -9,10 +9,12 @@ same run, with the spread over repeats and the machine it ran on.
 Sections: engine, samplers, memory, design, scaling (d × S grid: time, peak memory and the
 memory-bandwidth bound), cold (process start-up against plain JAX). Times are medians with
 the 25th–75th percentiles over n repeats; a speed-up is the median of per-pair ratios, the
-fast and straightforward calls alternating (fast, slow, slow, fast, …) so that load from
-neighbours on a shared machine falls on both alike. Writes results/benchmark/results.json
-and table.md, whose first lines give the command and the machine (CPU, cores, memory, OS,
-Python, jax/jaxlib, devices, 1-minute load average at start and end).
+fast and straightforward calls alternating in runs of two (fast, slow, slow, fast, …) so
+that load from neighbours on a shared machine falls on both alike; the second call of each
+run is timed (``paired``; the first, right after the other's call, is kept as "cold").
+Writes results/benchmark/results.json and table.md, whose first lines give the command and
+the machine (CPU, cores, memory, OS, Python, jax/jaxlib, devices, 1-minute load average at
+start and end).
 """
 
 from __future__ import annotations
@@ -99,25 +101,37 @@ def paired(
     """``fast(*args_fast)`` and ``slow(*args_slow)`` timed side by side.
 
     After one warm-up call of each (skipped with ``warmup=False`` when the caller has just
-    run both), the calls alternate fast, slow, slow, fast, … so that a
-    neighbour's load and any drift fall on both alike; each pair gives one ratio
-    slow_i / fast_i. Returns ``{"fast": stats, "slow": stats, "ratio": stats}`` (seconds;
-    the ratio is the speed-up).
+    run both), the two alternate in runs of two calls, fast, slow, slow, fast, … so that a
+    neighbour's load and any drift fall on both alike. The second call of a run is the one
+    timed: it follows a call of the same function, as in a loop that calls it (a design
+    loop), and gives ``fast``, ``slow`` and the per-pair ratio slow_i / fast_i. The first
+    call follows the other function's call, whose memory traffic has evicted this one's
+    data from the caches; it is timed too, as ``fast_cold``, ``slow_cold`` and
+    ``ratio_cold``. (DDIM, d = 786432, S = 10: the engine took 8.3–9.0 ms after its own
+    call and 18.8–21.6 ms right after the scan's, with no page faults either way.)
+    Returns ``stats`` of each (seconds; the ratios are speed-ups).
     """
     if warmup:
         jax.block_until_ready(fast(*args_fast))
         jax.block_until_ready(slow(*args_slow))
-    tf: list[float] = []
-    ts: list[float] = []
+    times: dict[str, list[float]] = {"fast": [], "slow": [], "fast_cold": [], "slow_cold": []}
+
+    def run(key, fn, args):
+        times[f"{key}_cold"].append(_call(fn, args))
+        times[key].append(_call(fn, args))
+
     t_start = time.perf_counter()
-    while _more(len(tf), time.perf_counter() - t_start, reps, min_time, max_time):
-        if len(tf) % 2 == 0:
-            tf.append(_call(fast, args_fast))
-            ts.append(_call(slow, args_slow))
+    while _more(len(times["fast"]), time.perf_counter() - t_start, reps, min_time, max_time):
+        if len(times["fast"]) % 2 == 0:
+            run("fast", fast, args_fast)
+            run("slow", slow, args_slow)
         else:
-            ts.append(_call(slow, args_slow))
-            tf.append(_call(fast, args_fast))
-    return {"fast": stats(tf), "slow": stats(ts), "ratio": stats(np.divide(ts, tf))}
+            run("slow", slow, args_slow)
+            run("fast", fast, args_fast)
+    out = {key: stats(t) for key, t in times.items()}
+    out["ratio"] = stats(np.divide(times["slow"], times["fast"]))
+    out["ratio_cold"] = stats(np.divide(times["slow_cold"], times["fast_cold"]))
+    return out
 
 
 def pair_fields(p: dict) -> dict:
@@ -128,6 +142,11 @@ def pair_fields(p: dict) -> dict:
     out["speedup"] = p["ratio"]["median"]
     out["speedup_q25"], out["speedup_q75"] = p["ratio"]["q25"], p["ratio"]["q75"]
     out["n"] = p["ratio"]["n"]
+    out["fast_cold_ms"] = 1e3 * p["fast_cold"]["median"]
+    out["scan_cold_ms"] = 1e3 * p["slow_cold"]["median"]
+    out["speedup_cold"] = p["ratio_cold"]["median"]
+    out["speedup_cold_q25"] = p["ratio_cold"]["q25"]
+    out["speedup_cold_q75"] = p["ratio_cold"]["q75"]
     out["paired"] = True
     return out
 
@@ -146,6 +165,21 @@ def benchmark_spectrum(d: int, dtype) -> sd.Spectrum:
 def w2_fast(rho, spec, sampler):
     sch = sd.Schedule.from_log_snr(rho, "vp")
     return sd.divergence(spec, sd.output_moments(spec, sch, sampler), "w2")
+
+
+def w2_floor(rho, spec):
+    """One closed-form step per eigenvalue (DDIM's last, to x̂0): the floor of a cell, the
+    per-eigenvalue work (read λ and m, the W2, its reverse pass) that every version of a
+    sampler pays whatever S is. scan / floor is the most any implementation of the S
+    steps could gain over the scan (sections scaling and samplers)."""
+    a = jax.nn.sigmoid(rho[-1])
+    lam, m = spec.eigenvalues, spec.mean
+    g = jnp.sqrt(a) * lam / (a * lam + 1 - a)
+    mean, var = m - g * jnp.sqrt(a) * m, g**2
+    return jnp.sqrt(jnp.sum(mean**2 + (jnp.sqrt(var) - jnp.sqrt(lam)) ** 2))
+
+
+floor_vg = jax.jit(jax.value_and_grad(w2_floor))
 
 
 def w2_scan(rho, spec, eta):
@@ -292,21 +326,31 @@ def _n(row: dict) -> str:
 
 def speedup_table(rows: list[dict]) -> str:
     header = ["section", "what", "d", "S", "dtype", "fast", "straightforward", "speedup", "n"]
-    body = [
-        [
-            r["section"],
-            r["what"],
-            r["d"],
-            r["S"],
-            r["dtype"],
-            _ms(r, "fast"),
-            _ms(r, "scan"),
-            _speedup(r),
-            _n(r),
-        ]
-        for r in rows
-    ]
-    return markdown_table(header, body)
+    ceiling = any("ceiling" in r for r in rows)
+    if ceiling:
+        header += ["cold speedup", "floor", "ceiling"]
+    body = []
+    for r in rows:
+        line = [r["section"], r["what"], r["d"], r["S"], r["dtype"], _ms(r, "fast"),
+                _ms(r, "scan"), _speedup(r), _n(r)]  # fmt: skip
+        if ceiling:
+            cold = r.get("speedup_cold")
+            line += [
+                "-" if cold is None else f"{cold:.3g}x",
+                f"{r['floor_ms']:.3g} ms" if "floor_ms" in r else "-",
+                f"{r['ceiling']:.3g}x" if r.get("ceiling") else "-",
+            ]
+        body.append(line)
+    text = markdown_table(header, body)
+    if ceiling:
+        text += (
+            "\nCold speedup: the median ratio of the calls right after the other version's "
+            "call (its memory traffic has evicted this one's data from the caches). Floor: "
+            "the same value+grad with one closed-form step (no loop over steps); ceiling = "
+            "straightforward / floor, the most any implementation of the S steps could gain "
+            "over the straightforward version.\n"
+        )
+    return text
 
 
 def header_lines(command: str, env: dict) -> str:
@@ -321,7 +365,9 @@ def header_lines(command: str, env: dict) -> str:
         f"load average (1 min): {env['load_1min_start']:.2f} at start, "
         f"{env['load_1min_end']:.2f} at end\n\n"
         "Times: median [25th–75th percentile] of n repeats. Speed-up: median [IQR] of the "
-        "per-pair ratios, fast and straightforward calls alternating in one loop.\n\n"
+        "per-pair ratios, fast and straightforward calls alternating in runs of two in one "
+        "loop; the second call of each run is timed (the first, right after the other's call, "
+        "gives the cold speed-up where a table shows it).\n\n"
     )
 
 
@@ -340,9 +386,7 @@ def _sections(args) -> list[dict]:
     if want("engine"):
         rows += bench_engine(args.quick)
     if want("samplers"):
-        rows += _bench_samplers.bench_samplers(
-            args.quick, median_time, benchmark_spectrum, args.dims
-        )
+        rows += _bench_samplers.bench_samplers(args.quick, timing, benchmark_spectrum, args.dims)
     if want("memory"):
         rows += _bench_memory.bench_memory(args.quick, timing, benchmark_spectrum)
     if want("design"):

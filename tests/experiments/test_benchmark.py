@@ -61,7 +61,7 @@ def test_scaling_section_memory_and_bandwidth_bound(tmp_path):
     assert {r["sampler"] for r in rows} == {"ddim", "heun"}
     for r in rows:
         assert r["value_rel_diff"] < 1e-4 and r["grad_rel_diff"] < 1e-2, r
-        assert _spread_ok(r) and r["n"] >= 3, r
+        assert _spread_ok(r) and r["n"] >= 3 and r["speedup_cold"] > 0, r
         d, S = r["d"], r["S"]
         assert r["min_bytes"] == 4 * (2 * d + S) + 4 * (1 + S)
         for key in ("memory_bytes_fast", "memory_bytes_scan"):
@@ -73,6 +73,32 @@ def test_scaling_section_memory_and_bandwidth_bound(tmp_path):
         np.testing.assert_allclose(
             r["fast_bound_fraction"] * r["fast_ms"], r["bound_ms"], rtol=1e-12
         )
+
+
+def test_paired_times_the_second_call_of_each_run(monkeypatch):
+    """Runs of two calls alternate (fast, slow, slow, fast, …); the second call of a run is
+    the timed one and the first is kept as the cold time."""
+    calls = []
+
+    def fast():
+        pass
+
+    def slow():
+        pass
+
+    def fake_call(fn, args):  # cold: 3× (fast) or 2× (slow) its warm time
+        cold = not calls or calls[-1] is not fn
+        calls.append(fn)
+        return (1.0 if fn is fast else 10.0) * ((3.0 if fn is fast else 2.0) if cold else 1.0)
+
+    monkeypatch.setattr(benchmark, "_call", fake_call)
+    p = benchmark.paired(fast, slow, reps=3, min_time=0.0, warmup=False)
+    assert calls == [fast, fast, slow, slow, slow, slow, fast, fast, fast, fast, slow, slow]
+    assert p["fast"]["median"] == 1.0 and p["slow"]["median"] == 10.0
+    assert p["fast_cold"]["median"] == 3.0 and p["slow_cold"]["median"] == 20.0
+    assert p["ratio"]["median"] == 10.0 and p["ratio_cold"]["median"] == pytest.approx(20 / 3)
+    fields = benchmark.pair_fields(p)
+    assert fields["speedup"] == 10.0 and fields["speedup_cold"] == pytest.approx(20 / 3)
 
 
 def test_cold_section_ratios_against_targets(tmp_path):
