@@ -35,8 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from specdiff.core.checks import matmul
-from specdiff.core.compose import _gains, corner_columns, corners_over, count_calls
-from specdiff.core.compose import _weights as _weight
+from specdiff.core.compose import (
+    corner_columns,
+    corner_gains,
+    corner_weight,
+    corners_over,
+    count_calls,
+)
 from specdiff.core.steps import step_plan
 
 __all__ = ["output_row", "step_corners"]
@@ -83,7 +88,7 @@ def _map(f, weights, n, m):
 
 
 def _all_weights(gains, count):
-    return [_weight(gains, t) for t in range(count)]
+    return [corner_weight(gains, t) for t in range(count)]
 
 
 def _row_codes(calls):
@@ -132,7 +137,7 @@ def _rows_fwd(shape, f, s, lam):
     def body(carry, x):
         u, v = carry
         fk, sk = x
-        a = _map(fk, _all_weights(_gains(sk, lam), count), n, m)
+        a = _map(fk, _all_weights(corner_gains(sk, lam), count), n, m)
         noise = tuple(sum(u[i] * a[i][b] for i in range(n)) for b in range(n, m))  # u_{k+1} B_k
         v = v + sum(c * c for c in noise)
         return (tuple(sum(u[i] * a[i][b] for i in range(n)) for b in range(n)), v), u + noise
@@ -154,7 +159,7 @@ def _rows_bwd(shape, res, cts):
         ub, d_lam = carry
         fk, sk, kept = x
         u = kept[:n]
-        gains = _gains(sk, lam)
+        gains = corner_gains(sk, lam)
         w = _all_weights(gains, count)
         a = _map(fk, w, n, m)
         # ∂L/∂[A_k | B_k] = u_{k+1} ⊗ col per eigenvalue, col = [ū_k | 2 v̄ u_{k+1} B_k].
@@ -163,7 +168,7 @@ def _rows_bwd(shape, res, cts):
         for j, (_, rest, r) in enumerate(gains):  # ∂L/∂λ: ∂w_T/∂γ_j = ±∏_{i≠j}
             d_gain = 0.0
             for t in range(count):
-                other = _weight(gains, t, skip=j)  # 1.0 for a single call
+                other = corner_weight(gains, t, skip=j)  # 1.0 for a single call
                 dot = sum(
                     fk[(t * n + i) * m + b] * u[i] * col[b] for i in range(n) for b in range(m)
                 )

@@ -42,6 +42,8 @@ from specdiff.core.steps import step_plan
 __all__ = [
     "compose",
     "corner_columns",
+    "corner_gains",
+    "corner_weight",
     "corners_over",
     "count_calls",
     "middle_corners",
@@ -125,8 +127,10 @@ def corner_columns(sampler, sigmas, i, *, order: int, last: bool, calls: int):
     return f, s
 
 
-def _gains(s, lam):
-    """[(γ_j, 1 − γ_j, r_j)] per call j, each (…, d): γ = λ r, 1 − γ = s² r, r = 1/(λ + s²)."""
+def corner_gains(s, lam):
+    """[(γ_j, 1 − γ_j, r_j)] per call j, each (…, d): γ = λ r, 1 − γ = s² r, r = 1/(λ + s²).
+
+    The gains at which a step's corners are interpolated (here and in ``core.adjoint``)."""
     out = []
     for j in range(s.shape[-1]):
         s2 = s[..., j, None] ** 2
@@ -135,7 +139,7 @@ def _gains(s, lam):
     return out
 
 
-def _weights(gains, corner: int, skip: int = -1):
+def corner_weight(gains, corner: int, skip: int = -1):
     """∏_{j ≠ skip} (γ_j if bit j of ``corner`` else 1 − γ_j), or 1.0 without factors."""
     w = 1.0
     for j, (g, rest, _) in enumerate(gains):
@@ -154,10 +158,10 @@ def _interpolate(f, s, lam):
     autodiff transpose measured ~15× slower on CPU (its fused reductions read several
     materialised broadcasts).
     """
-    gains = _gains(s, lam)
+    gains = corner_gains(s, lam)
     out = 0.0
     for corner in range(f.shape[1]):
-        w = jnp.broadcast_to(_weights(gains, corner), (f.shape[0], lam.shape[0]))
+        w = jnp.broadcast_to(corner_weight(gains, corner), (f.shape[0], lam.shape[0]))
         out = out + f[:, corner, :, :, None] * w[:, None, None, :]
     return out
 
@@ -168,10 +172,10 @@ def _interpolate_fwd(f, s, lam):
 
 def _interpolate_bwd(res, ct):
     f, s, lam = res
-    gains = _gains(s, lam)
+    gains = corner_gains(s, lam)
     ct_f, ct_w = [], []
     for corner in range(f.shape[1]):
-        w = jnp.broadcast_to(_weights(gains, corner), (f.shape[0], lam.shape[0]))
+        w = jnp.broadcast_to(corner_weight(gains, corner), (f.shape[0], lam.shape[0]))
         n, m = f.shape[2:]
         pairs = [(a, b) for a in range(n) for b in range(m)]
         # Per entry (a, b): products and one sum each (batched dots over these tiny
@@ -183,7 +187,7 @@ def _interpolate_bwd(res, ct):
     for j, (g, rest, r) in enumerate(gains):
         # ∂w_T/∂γ_j = ±∏_{i≠j}: + where bit j of T is set (γ_j), − where not (1 − γ_j).
         ct_g = sum(
-            (1 if (corner >> j) & 1 else -1) * c * _weights(gains, corner, skip=j)
+            (1 if (corner >> j) & 1 else -1) * c * corner_weight(gains, corner, skip=j)
             for corner, c in enumerate(ct_w)
         )
         u = ct_g * r  # ∂γ/∂λ = s² r² = (1 − γ) r, ∂γ/∂s = −2 s λ r² = −2 s γ r
