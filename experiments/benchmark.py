@@ -108,7 +108,7 @@ def paired(
     call follows the other function's call, whose memory traffic has evicted this one's
     data from the caches; it is timed too, as ``fast_cold``, ``slow_cold`` and
     ``ratio_cold``. (DDIM, d = 786432, S = 10: the engine took 8.3–9.0 ms after its own
-    call and 18.8–21.6 ms right after the scan's, with no page faults either way.)
+    call and 18.8–21.6 ms right after the scan's, with next to no page faults.)
     Returns ``stats`` of each (seconds; the ratios are speed-ups).
     """
     if warmup:
