@@ -6,8 +6,9 @@ same run, with the spread over repeats and the machine it ran on.
   python -m experiments.benchmark --quick           # small sizes (CI smoke test)
   python -m experiments.benchmark --only samplers --dims 3072,49152,786432
 
-Sections: engine, samplers, memory, design, scaling (d × S grid: time, peak memory and the
-memory-bandwidth bound), cold (process start-up against plain JAX). Times are medians with
+Sections: engine, samplers, memory, design, sweep (a per-eigenvalue design streamed over
+10⁵ eigenvalues), scaling (d × S grid: time, peak memory and the memory-bandwidth bound),
+cold (process start-up against plain JAX). Times are medians with
 the 25th–75th percentiles over n repeats; a speed-up is the median of per-pair ratios, the
 fast and straightforward calls alternating in runs of two (fast, slow, slow, fast, …) so
 that load from neighbours on a shared machine falls on both alike; the second call of each
@@ -32,7 +33,7 @@ import numpy as np
 import specdiff as sd
 from experiments._common import Run, markdown_table, parser
 
-SECTIONS = ("engine", "samplers", "memory", "design", "scaling", "cold", "distributed")
+SECTIONS = ("engine", "samplers", "memory", "design", "sweep", "scaling", "cold", "distributed")
 
 # Every timing taken through ``timed``/``median_time`` in this process, in order: rows of
 # sections that only return medians get their spread back from here (see _attach_spread).
@@ -391,6 +392,10 @@ def _sections(args) -> list[dict]:
         rows += _bench_memory.bench_memory(args.quick, timing, benchmark_spectrum)
     if want("design"):
         rows += _bench_design.bench_design(args.quick, median_time, benchmark_spectrum)
+    if want("sweep"):
+        from experiments import _bench_sweep
+
+        rows += _bench_sweep.bench_sweep(args.quick, benchmark_spectrum)
     if want("scaling"):
         rows += _bench_scaling.bench_scaling(
             args.quick, timing, benchmark_spectrum, d_list=args.scaling_d, s_list=args.scaling_s
@@ -429,15 +434,18 @@ def main(argv=None):
     env["load_1min_start"], env["load_1min_end"] = load_start[0], os.getloadavg()[0]
     env["loadavg_start"], env["loadavg_end"] = list(load_start), list(os.getloadavg())
     command = " ".join(["python -m experiments.benchmark", *argv])
-    from experiments import _bench_cold, _bench_scaling
+    from experiments import _bench_cold, _bench_scaling, _bench_sweep
 
-    main_rows = [r for r in rows if r["section"] not in ("scaling", "cold")]
+    main_rows = [r for r in rows if r["section"] not in ("scaling", "cold", "sweep")]
     table = header_lines(command, env)
     if main_rows:
         table += speedup_table(main_rows)
     scaling = [r for r in rows if r["section"] == "scaling"]
     if scaling:
         table += "\n" + _bench_scaling.table(scaling)
+    sweep = [r for r in rows if r["section"] == "sweep"]
+    if sweep:
+        table += "\n" + _bench_sweep.table(sweep)
     cold = [r for r in rows if r["section"] == "cold"]
     if cold:
         table += "\n" + _bench_cold.table(cold)

@@ -56,6 +56,19 @@ def test_design_section_runs(tmp_path):
     assert 0 < per[0]["w2_ratio_sweep_over_loop"]["median"] < 1.01
 
 
+def test_sweep_section_streams_every_problem(tmp_path):
+    rows = _run(tmp_path, "sweep")
+    assert [r["d"] for r in rows] == [512, 2048] and all(r["S"] == 10 for r in rows)
+    for r in rows:
+        assert sum(r["stop_reasons"].values()) == r["d"], r
+        assert set(r["stop_reasons"]) <= {"converged", "stalled", "budget"}, r
+        assert r["all_not_worse_than_heuristic"] and r["seconds"] > 0, r
+        item = 4 if r["dtype"] == "float32" else 8
+        assert r["result_schedules_mib"] == r["d"] * r["S"] * item / 2**20
+        assert r["peak_rss_growth_mib"] is not None  # Linux: VmHWM can be reset
+    assert "Per-eigenvalue sweep, streamed" in (tmp_path / "table.md").read_text()
+
+
 def test_scaling_section_memory_and_bandwidth_bound(tmp_path):
     rows = _run(tmp_path, "scaling")
     assert {r["sampler"] for r in rows} == {"ddim", "heun"}
