@@ -52,6 +52,23 @@ def test_block_size_bounds():
         assert all(256 <= b <= 16384 and b & (b - 1) == 0 for b in blocks)
 
 
+def test_blocks_on_accelerators_fit_device_memory(monkeypatch):
+    """On a GPU or TPU the rule sizes blocks for device memory: d = 3072, S = 1000 is one
+    block for every path (on CPU the adjoint path of DPM++ 2M SDE takes 3), larger
+    problems blocks of at most 2²⁶ kept numbers a block."""
+    from specdiff.core import engine
+
+    cpu = default_block(1000, sd.samplers.from_name("dpmpp_2m_sde"), 3072)
+    monkeypatch.setattr(engine, "_on_accelerator", lambda: True)
+    assert cpu < 3072
+    for name in ("ddim", "heun", "ddpm", "dpmpp_2m_sde", "dpmpp_3m_sde"):
+        sampler = sd.samplers.from_name(name)
+        kept = 1 if name in ("ddim", "heun") else sampler.state_size + sampler.noise_dim
+        assert default_block(1000, sampler, 3072) == 3072, name
+        b = default_block(1000, sampler, 786432)
+        assert 256 <= b < 786432 and b & (b - 1) == 0 and b * 1000 * kept <= 2**26, name
+
+
 @pytest.mark.parametrize("name", ["ddim", "ddpm", "dpmpp_2m", "heun"])
 def test_temporaries_do_not_grow_with_d(name):
     """XLA's temporaries of value+grad do not grow with d: no S×d array is ever live.
