@@ -46,11 +46,10 @@ def _reset_peak() -> bool:
 
 def _row(lam, mean, steps, block) -> dict:
     n = lam.shape[0]
-    kw = {"mean": mean, "block_size": block}
     reset = _reset_peak()
     rss0 = _status_kib("VmRSS")
     t0 = time.perf_counter()
-    per = sd.design_per_eigenvalue(lam, steps, DDIM, progress=True, **kw)
+    per = sd.design_per_eigenvalue(lam, steps, DDIM, mean=mean, block_size=block, progress=True)
     seconds = time.perf_counter() - t0
     peak = _status_kib("VmHWM") if reset else None
     reasons, counts = np.unique(per.stop_reason, return_counts=True)
