@@ -2,7 +2,7 @@
 
 ``sd.design_per_eigenvalue`` (DDIM, W2, S = 50) on the benchmark spectrum with n = 25 000
 and 100 000 eigenvalues (--quick: 512 and 2048 at S = 10, in blocks of 256), after a
-warm-up call on one block so that the timed calls compile nothing. Each row gives the wall
+warm-up call on the smallest size so that the timed calls compile nothing. Each row gives the wall
 time with the progress bar on (problems done / total with ETA, on stderr), problems a
 second, the stop reasons, and the process's peak resident memory over the call above its
 resident memory before it (Linux: ``VmHWM`` reset through ``/proc/self/clear_refs``; None
@@ -18,20 +18,15 @@ import time
 import numpy as np
 
 import specdiff as sd
-from experiments._common import markdown_table
+from experiments._common import file_field, markdown_table
 
 DDIM = sd.samplers.DDIM()
 
 
 def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``), or None."""
+    kib = file_field("/proc/self/status", field.lower() + ":")
+    return None if kib is None else int(kib.split()[0])
 
 
 def _reset_peak() -> bool:
@@ -73,7 +68,9 @@ def bench_sweep(quick: bool, benchmark_spectrum) -> list[dict]:
     sizes, steps, block = ((512, 2048), 10, 256) if quick else ((25_000, 100_000), 50, None)
     spec = benchmark_spectrum(max(sizes), np.float32)
     lam, mean = np.asarray(spec.eigenvalues), np.asarray(spec.mean)
-    warm = block or 4096  # one block: compiles what the timed calls run
+    # The smallest size whole: its blocks have the shapes of every timed call's (the default
+    # block depends on the device count), so the timed calls compile nothing.
+    warm = min(sizes)
     sd.design_per_eigenvalue(
         lam[:warm], steps, DDIM, mean=mean[:warm], block_size=block, progress=False
     )

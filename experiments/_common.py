@@ -90,6 +90,18 @@ def to_jsonable(obj):
     return obj
 
 
+def file_field(path: str, *prefixes: str, sep: str = ":") -> str | None:
+    """The value after ``sep`` on the first line of ``path`` starting with a prefix."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.lower().startswith(prefixes):
+            return line.split(sep, 1)[1].strip().strip('"')
+    return None
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     def fmt(v):
         if isinstance(v, float):

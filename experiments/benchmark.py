@@ -24,14 +24,13 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import specdiff as sd
-from experiments._common import Run, markdown_table, parser
+from experiments._common import Run, file_field, markdown_table, parser
 
 SECTIONS = ("engine", "samplers", "memory", "design", "sweep", "scaling", "cold", "distributed")
 
@@ -241,20 +240,8 @@ def bench_engine(quick: bool) -> list[dict]:
 # --- the machine, the spread of other sections' timings, and the tables -------------------
 
 
-def _field(path: str, *prefixes: str, sep: str = ":") -> str | None:
-    """The value after ``sep`` on the first line of ``path`` starting with a prefix."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.lower().startswith(prefixes):
-            return line.split(sep, 1)[1].strip().strip('"')
-    return None
-
-
 def _meminfo_gib(field: str) -> float | None:
-    kb = _field("/proc/meminfo", field.lower() + ":")
+    kb = file_field("/proc/meminfo", field.lower() + ":")
     return None if kb is None else int(kb.split()[0]) / 2**20
 
 
@@ -264,14 +251,14 @@ def environment() -> dict:
 
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
-        "cpu_model": _field("/proc/cpuinfo", "model name", "hardware", "cpu model")
+        "cpu_model": file_field("/proc/cpuinfo", "model name", "hardware", "cpu model")
         or platform.processor()
         or platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
         "memory_gib": _meminfo_gib("MemTotal"),
         "memory_available_gib": _meminfo_gib("MemAvailable"),
-        "os": f"{_field('/etc/os-release', 'pretty_name=', sep='=')}, {platform.platform()}",
+        "os": f"{file_field('/etc/os-release', 'pretty_name=', sep='=')}, {platform.platform()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
         "jax": jax.__version__,
