@@ -2,13 +2,13 @@
 
 ``sd.design_per_eigenvalue`` (DDIM, W2, S = 50) on the benchmark spectrum with n = 25 000
 and 100 000 eigenvalues (--quick: 512 and 2048 at S = 10, in blocks of 256), after a
-warm-up call on the smallest size so that the timed calls compile nothing. Each row gives the wall
-time with the progress bar on (problems done / total with ETA, on stderr), problems a
-second, the stop reasons, and the process's peak resident memory over the call above its
-resident memory before it (Linux: ``VmHWM`` reset through ``/proc/self/clear_refs``; None
-where that is not available) next to the size of the result's schedules. Streaming keeps
-one block of problems in flight, so the peak should grow with n no faster than the result
-itself does.
+warm-up call on the smallest size so that the timed calls compile nothing. Each row gives
+the wall time with the progress bar on (problems done / total with ETA, on stderr),
+problems a second, the stop reasons, and the process's peak resident memory over the call
+above its resident memory before it (Linux: ``VmHWM`` reset through
+``/proc/self/clear_refs``; None where that is not available) next to the size of the
+result's schedules. Streaming keeps one block of problems in flight, so the peak should
+grow with n no faster than the result itself does.
 """
 
 from __future__ import annotations
