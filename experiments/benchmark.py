@@ -8,11 +8,12 @@ same run, with the spread over repeats and the machine it ran on.
 
 Sections: engine, samplers, memory, design, sweep (a per-eigenvalue design streamed over
 10⁵ eigenvalues), scaling (d × S grid: time, peak memory and the memory-bandwidth bound),
-cold (process start-up against plain JAX). Times are medians with
-the 25th–75th percentiles over n repeats; a speed-up is the median of per-pair ratios, the
-fast and straightforward calls alternating in runs of two (fast, slow, slow, fast, …) so
-that load from neighbours on a shared machine falls on both alike; the second call of each
-run is timed (``paired``; the first, right after the other's call, is kept as "cold").
+cold (process start-up against plain JAX), distributed (throughput on 1, 2, 4 forced CPU
+devices). Times are medians with the 25th–75th percentiles over n repeats; a speed-up is
+the median of per-pair ratios, the fast and straightforward calls alternating in runs of
+two (fast, fast, slow, slow, slow, slow, fast, fast, …) so that load from neighbours on a
+shared machine falls on both alike; the second call of each run is timed (``paired``; the
+first, right after the other's call, is kept as "cold").
 Writes results/benchmark/results.json and table.md, whose first lines give the command and
 the machine (CPU, cores, memory, OS, Python, jax/jaxlib, devices, 1-minute load average at
 start and end).
@@ -101,14 +102,15 @@ def paired(
     """``fast(*args_fast)`` and ``slow(*args_slow)`` timed side by side.
 
     After one warm-up call of each (skipped with ``warmup=False`` when the caller has just
-    run both), the two alternate in runs of two calls, fast, slow, slow, fast, … so that a
-    neighbour's load and any drift fall on both alike. The second call of a run is the one
-    timed: it follows a call of the same function, as in a loop that calls it (a design
-    loop), and gives ``fast``, ``slow`` and the per-pair ratio slow_i / fast_i. The first
-    call follows the other function's call, whose memory traffic has evicted this one's
-    data from the caches; it is timed too, as ``fast_cold``, ``slow_cold`` and
-    ``ratio_cold``. (DDIM, d = 786432, S = 10: the engine took 8.3–9.0 ms after its own
-    call and 18.8–21.6 ms right after the scan's, with next to no page faults.)
+    run both), the two alternate in runs of two calls (fast, fast, slow, slow, slow, slow,
+    fast, fast, …) so that a neighbour's load and any drift fall on both alike. The second
+    call of a run is the one timed: it follows a call of the same function, as in a loop
+    that calls it (a design loop), and gives ``fast``, ``slow`` and the per-pair ratio
+    slow_i / fast_i. The first call follows the other function's call, whose memory traffic
+    has evicted this one's data from the caches; it is timed too, as ``fast_cold``,
+    ``slow_cold`` and ``ratio_cold``. (DDIM, d = 786432, S = 10: the engine took 8.3–9.0 ms
+    after its own call and 18.8–21.6 ms right after the scan's, with next to no page
+    faults.)
     Returns ``stats`` of each (seconds; the ratios are speed-ups).
     """
     if warmup:
@@ -366,6 +368,7 @@ def _sections(args) -> list[dict]:
         _bench_memory,
         _bench_samplers,
         _bench_scaling,
+        _bench_sweep,
     )
 
     timing = {"timed": timed, "paired": paired, "pair_fields": pair_fields, "stats": stats}
@@ -380,8 +383,6 @@ def _sections(args) -> list[dict]:
     if want("design"):
         rows += _bench_design.bench_design(args.quick, median_time, benchmark_spectrum)
     if want("sweep"):
-        from experiments import _bench_sweep
-
         rows += _bench_sweep.bench_sweep(args.quick, benchmark_spectrum)
     if want("scaling"):
         rows += _bench_scaling.bench_scaling(

@@ -257,15 +257,20 @@ def block_size(steps: int, cap: int = 16384) -> int:
     return _power_of_two(_BLOCK_ELEMENTS // max(1, steps), 256, cap)
 
 
+def _kept_per_step(sampler) -> int:
+    """Numbers a block keeps per step and eigenvalue: 1 on the closed forms' paths, n + q
+    (u_{k+1} and u_{k+1} B_k) on the adjoint path."""
+    if _mobius_output(sampler) or _rational(sampler):
+        return 1
+    return sampler.state_size + sampler.noise_dim
+
+
 def default_block(steps: int, sampler, d: int | None = None) -> int:
     """The block ``_blocked_output`` uses for this schedule length, sampler and (if given)
     number of eigenvalues ``d`` (d itself: one block, no loop over blocks). On CPU the
     rules below fit the caches; on GPUs and TPUs ``_ACCELERATOR_ELEMENTS``."""
     if _on_accelerator():
-        kept = 1
-        if not (_mobius_output(sampler) or _rational(sampler)):
-            kept = sampler.state_size + sampler.noise_dim
-        whole = _ACCELERATOR_ELEMENTS // kept
+        whole = _ACCELERATOR_ELEMENTS // _kept_per_step(sampler)
         if d is not None and d * steps <= whole:
             return d
         return _power_of_two(whole // max(1, steps), 256, 2**20)
@@ -274,7 +279,7 @@ def default_block(steps: int, sampler, d: int | None = None) -> int:
     if _rational(sampler):
         whole, target = _RATIONAL_WHOLE, _RATIONAL_ELEMENTS // max(1, steps)
     else:
-        kept = sampler.state_size + sampler.noise_dim  # numbers kept per step
+        kept = _kept_per_step(sampler)
         whole, target = _ADJOINT_WHOLE // kept, _ADJOINT_ELEMENTS // max(1, steps * kept)
     if d is not None and d * steps <= whole:
         return d
