@@ -119,8 +119,9 @@ def _sum_log_mobius(lam, log_p, log_q, log_r, log_t):
     """Σ_k log((p_k λ + q_k)/(r_k λ + t_k)) for each λ, with p_k … t_k > 0.
 
     Forward: products of up to 32 gains, then one log per chunk (no log per element).
-    Backward: the derivatives are sums over λ of 1/(p λ + q) and 1/(r λ + t) against the
-    cotangent, i.e. two (steps × d) @ (d × 2) matrix products.
+    Backward: the derivatives are sums over λ of pλ/N, q/N, rλ/D and t/D (N = pλ + q,
+    D = rλ + t) against the cotangent: from one (steps × d) array and one matrix product
+    (``_mobius_sums``), or, for small problems, from the arrays 1/N and 1/D.
     """
     if lam.shape[-1] <= 16:  # few eigenvalues (per-eigenvalue problems): one log per step
         p, q, r, t = (jnp.exp(v)[:, None] for v in (log_p, log_q, log_r, log_t))
@@ -136,8 +137,53 @@ def _sum_log_mobius_fwd(lam, log_p, log_q, log_r, log_t):
     return _sum_log_mobius(lam, log_p, log_q, log_r, log_t), (lam, log_p, log_q, log_r, log_t)
 
 
+def _mobius_sums(lam, ct, log_p, log_q, log_r, log_t):
+    """The reverse pass's sums over λ, from one division per step and eigenvalue.
+
+    With a = √(p/q), b = √(r/t), u = 1/(1 + λ), v = λu (so u + v = 1), N = √(pq)(aλ + 1/a)
+    and D = √(rt)(bλ + 1/b), and R = 1/((a v + u/a)(b v + u/b)) = u⁻²/((aλ + 1/a)(bλ + 1/b)):
+
+        pλ/N = a(b v² + uv/b)·R,   q/N = (b uv + u²/b)·R/a,
+        rλ/D = b(a v² + uv/a)·R,   t/D = (a uv + u²/a)·R/b,
+
+    so the four sums against the cotangent are combinations of X = R @ [ct v², ct uv, ct u²],
+    one (steps × d) @ (d × 3) product. Each factor of R lies between min(a, 1/a) and
+    max(a, 1/a) (resp. b) whatever λ is, so nothing overflows where 1/N and 1/D do not; and
+    p/N − r/D = (a/b − b/a)·u²R gives ∂/∂λ. Against the two reciprocal arrays and two
+    products (DDIM, d = 3072, S = 100, float32 value+grad, ad hoc): 0.15–0.17 against
+    0.19–0.22 ms, and closer to float64 (largest gradient error 1.7e-3 against 2.8e-3 of
+    the largest gradient, VE).
+    """
+    a, b = jnp.exp(0.5 * (log_p - log_q)), jnp.exp(0.5 * (log_r - log_t))
+    ia, ib = 1.0 / a, 1.0 / b
+    u = 1.0 / (1.0 + lam)
+    v = lam * u
+    rr = 1.0 / ((a[:, None] * v + ia[:, None] * u) * (b[:, None] * v + ib[:, None] * u))
+    x = matmul(rr, jnp.stack([ct * v * v, ct * u * v, ct * u * u], axis=1))  # (S, 3)
+    x2, x1, x0 = x[:, 0], x[:, 1], x[:, 2]
+    d_lam = ct * u * u * matmul(a * ib - b * ia, rr)
+    return (
+        d_lam,
+        a * (b * x2 + ib * x1),
+        ia * (b * x1 + ib * x0),
+        -b * (a * x2 + ia * x1),
+        -ib * (a * x1 + ia * x0),
+    )
+
+
+# (steps × eigenvalues) from which the reverse pass takes one array (``_mobius_sums``):
+# below, the two reciprocal arrays. On XLA's CPU backend a loop fusion whose flops exceed
+# its bytes is split over the threads from ~2·10⁴ elements, and the one-array form's is
+# (the reciprocals' is not until ~4·10⁴); at d = 3072, S = 10 the split one took 0.10 ms
+# against 0.05–0.09 ms, at S = 30 the same, at d = 49152, S = 10 0.44 against 0.51 ms
+# (DDIM value+grad, float32, ad hoc).
+_ONE_ARRAY_MIN = 65536
+
+
 def _sum_log_mobius_bwd(res, ct):
     lam, log_p, log_q, log_r, log_t = res
+    if lam.shape[-1] * log_p.shape[0] >= _ONE_ARRAY_MIN:
+        return _mobius_sums(lam, ct, log_p, log_q, log_r, log_t)
     p, q, r, t = (jnp.exp(v) for v in (log_p, log_q, log_r, log_t))
     inv_num = 1.0 / (p[:, None] * lam + q[:, None])  # (S, d)
     inv_den = 1.0 / (r[:, None] * lam + t[:, None])

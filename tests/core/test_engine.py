@@ -257,22 +257,28 @@ def test_kl_with_zero_eigenvalue_needs_a_floor():
     assert float(jitted(spec, mom)) == np.inf
 
 
-def test_custom_vjp_matches_autodiff_and_finite_differences():
+# d = 8: per-eigenvalue problems (d ≤ 16); 40: the reciprocal arrays; 1500: one array
+# (1500 × 45 steps ≥ engine._ONE_ARRAY_MIN).
+@pytest.mark.parametrize("d", [8, 40, 1500])
+def test_custom_vjp_matches_autodiff_and_finite_differences(d):
     """The hand-written backward pass of the product over steps equals plain autodiff."""
     from jax.test_util import check_grads
 
-    from specdiff.core.engine import _sum_log_mobius
+    from specdiff.core.engine import _ONE_ARRAY_MIN, _sum_log_mobius
+
+    assert (d * 45 >= _ONE_ARRAY_MIN) == (d == 1500)
 
     rng = np.random.default_rng(6)
-    lam = jnp.asarray(np.concatenate([[0.0], rng.lognormal(0, 2, 7)]))
-    args = [jnp.asarray(rng.normal(size=45)) for _ in range(4)]  # 45: not a chunk multiple
+    # λ = 0, and λ over 16 decades; gains from steps whose √(p/q), √(r/t) span e^±9.
+    lam = jnp.asarray(np.concatenate([[0.0, 1e-8, 1e8], rng.lognormal(0, 2, d - 3)]))
+    args = [jnp.asarray(rng.normal(size=45) * 3) for _ in range(4)]  # 45: not a chunk multiple
 
     def plain(lam, lp, lq, lr, lt):
         e = lambda v: jnp.exp(v)[:, None]
         return jnp.sum(jnp.log(e(lp) * lam + e(lq)) - jnp.log(e(lr) * lam + e(lt)), 0)
 
     np.testing.assert_allclose(_sum_log_mobius(lam, *args), plain(lam, *args), rtol=1e-12)
-    w = jnp.asarray(rng.normal(size=8))
+    w = jnp.asarray(rng.normal(size=d))
     g_custom = jax.grad(lambda *a: jnp.dot(w, _sum_log_mobius(*a)), argnums=range(5))(lam, *args)
     g_plain = jax.grad(lambda *a: jnp.dot(w, plain(*a)), argnums=range(5))(lam, *args)
     for gc, gp in zip(g_custom, g_plain):
