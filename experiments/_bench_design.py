@@ -3,13 +3,15 @@
 Compared in the same run:
 - compiled: ``sd.design_schedule`` (the whole L-BFGS loop in one ``lax.while_loop``);
 - python loop, eager update: a Python loop of optax L-BFGS steps around a jitted
-  value-and-grad (the update and its line search run op by op);
+  value-and-grad (the update and its line search run op by op; not run at S > 100, where
+  its re-traced line searches ran the process out of memory maps);
 - python loop, jitted step: a Python loop around one jitted L-BFGS step (a stronger
   baseline: only the per-iteration dispatch and host sync remain).
 Each baseline stops as soon as its loss is within 1e-4 relative of the compiled optimum,
 or when its time budget runs out (then the time is a lower bound, marked ">").
 Overhead: the whole ``sd.design_schedule`` call against its compiled loop alone (the same
-start, the same iterations), for L-BFGS (the default) and Adam.
+start, the same iterations), for L-BFGS (the default) and Adam, timed side by side
+(``paired``: the two alternate, so a neighbour's load falls on both).
 PyTorch: the same DDIM W2 objective written the obvious way in torch (the VP DDIM recurrence
 step by step, as ``benchmark.w2_scan``), the same parameterisation, start, unit scaling and
 ``torch.optim.Adam`` with specdiff's learning rate, run until it reaches the W2 that
@@ -94,29 +96,34 @@ def _compiled_to_target(spec, steps, target, median_time):
     return median_time(lambda: D._segment(state0, data, k, cfg).value, reps=5), k
 
 
-def _loop_alone(spec, steps, optimizer, median_time):
-    """(median seconds, iterations) of the compiled loop that ``design_schedule`` runs,
-    alone: the same start, at unit scale, to the end."""
+def _loop_setup(spec, steps, optimizer):
+    """The compiled loop that ``design_schedule`` runs, alone (the same start, at unit
+    scale, to the end): (a call of it, its iterations, the start, the setup)."""
     opts = O._Options(optimizer, 1e-2, 1000, None, 5, None, None, None)
     setup = O._validate(spec, steps, DDIM, "vp", "w2", None, opts)
     start, state, _ = O._initialise(setup, "best", None, False, False)
     data = start.out[6]
     end = D._segment(state, data, setup.max_iter, setup.cfg)
-    t = median_time(lambda: D._segment(state, data, setup.max_iter, setup.cfg).value, reps=5)
-    return t, int(end.it), start, setup
+    run = lambda: D._segment(state, data, setup.max_iter, setup.cfg).value  # noqa: E731
+    return run, int(end.it), start, setup
 
 
-def _overhead_rows(spec, steps, median_time):
-    """The whole call against its loop alone, for L-BFGS and Adam (target: within 2x)."""
+def _loop_alone(spec, steps, optimizer, median_time):
+    """(median seconds, iterations, start, setup) of ``_loop_setup``'s loop."""
+    run, iters, start, setup = _loop_setup(spec, steps, optimizer)
+    return median_time(run, reps=5), iters, start, setup
+
+
+def _overhead_rows(spec, steps, timing):
+    """The whole call against its loop alone, side by side (``timing["paired"]``), for
+    L-BFGS and Adam (target: within 2x)."""
     rows = []
     for optimizer in ("lbfgs", "adam"):
-        t_loop, iters, _, _ = _loop_alone(spec, steps, optimizer, median_time)
-        call = lambda o=optimizer: (
-            sd.design_schedule(  # noqa: E731
-                spec, steps, DDIM, optimizer=o, progress=False
-            ).loss
+        loop, iters, _, _ = _loop_setup(spec, steps, optimizer)
+        call = lambda o=optimizer: (  # noqa: E731
+            sd.design_schedule(spec, steps, DDIM, optimizer=o, progress=False).loss
         )
-        t_call = median_time(call, reps=5)
+        p = timing["paired"](loop, call, reps=5, min_time=0.0, max_time=60.0)
         rows.append(
             {
                 "section": "design",
@@ -125,19 +132,15 @@ def _overhead_rows(spec, steps, median_time):
                 "d": spec.dim,
                 "S": steps,
                 "dtype": "float32",
-                "fast_ms": 1e3 * t_loop,
-                "scan_ms": 1e3 * t_call,
-                "speedup": t_call / t_loop,
+                **timing["pair_fields"](p),
                 "iterations": iters,
-                "fast_label": f"loop {1e3 * t_loop:.4g} ms",
-                "slow_label": f"call {1e3 * t_call:.4g} ms",
             }
         )
         print(rows[-1], flush=True)
     return rows
 
 
-def bench_design(quick, median_time, benchmark_spectrum):
+def bench_design(quick, median_time, benchmark_spectrum, timing):
     rows = []
     d = 256 if quick else 3072
     steps_list = (10,) if quick else (10, 100, 1000)
@@ -147,7 +150,7 @@ def bench_design(quick, median_time, benchmark_spectrum):
         # Each S compiles its own programs (and the eager loops many small ones); a process
         # holding all of them ran out of memory mappings in LLVM at S = 1000.
         jax.clear_caches()
-        rows += _overhead_rows(spec, steps, median_time)
+        rows += _overhead_rows(spec, steps, timing)
         if steps <= 100:
             rows.append(_torch_row(spec, steps, median_time, 1.0 if quick else 120.0))
         res = sd.design_schedule(spec, steps, DDIM, progress=False)  # compiles
@@ -180,13 +183,29 @@ def bench_design(quick, median_time, benchmark_spectrum):
             ("python loop, jitted step", True),
             ("python loop, eager update", False),
         ):
-            if not jit_step and steps > 100 and not quick:
-                b = budget / 2
-            else:
-                b = budget
+            if not jit_step and steps > 100:
+                # optax re-traces its line search at every eager update; at S = 1000 the
+                # process ran out of memory maps after a few seconds of it (LLVM "Unable
+                # to allocate section memory", twice in a row), killing the whole run.
+                rows.append(
+                    {
+                        "section": "design",
+                        "what": f"compiled loop to W2 within 1e-4 vs {label}",
+                        "d": d,
+                        "S": steps,
+                        "dtype": "float32",
+                        "fast_ms": 1e3 * t_fast,
+                        "scan_ms": None,
+                        "speedup": None,
+                        "baseline": label,
+                        "fast_label": f"{1e3 * t_fast:.4g} ms",
+                        "slow_label": "not run at S > 100 (memory maps, see the source)",
+                    }
+                )
+                continue
             if not jit_step:
                 jax.clear_caches()
-            t_slow, iters, ok = _python_loop(spec, steps, target, b, jit_step)
+            t_slow, iters, ok = _python_loop(spec, steps, target, budget, jit_step)
             rows.append(
                 {
                     "section": "design",

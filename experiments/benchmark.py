@@ -381,7 +381,7 @@ def _sections(args) -> list[dict]:
     if want("memory"):
         rows += _bench_memory.bench_memory(args.quick, timing, benchmark_spectrum)
     if want("design"):
-        rows += _bench_design.bench_design(args.quick, median_time, benchmark_spectrum)
+        rows += _bench_design.bench_design(args.quick, median_time, benchmark_spectrum, timing)
     if want("sweep"):
         rows += _bench_sweep.bench_sweep(args.quick, benchmark_spectrum)
     if want("scaling"):
