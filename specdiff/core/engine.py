@@ -150,9 +150,9 @@ def _mobius_sums(lam, ct, log_p, log_q, log_r, log_t):
     one (steps × d) @ (d × 3) product. Each factor of R lies between min(a, 1/a) and
     max(a, 1/a) (resp. b) whatever λ is, so nothing overflows where 1/N and 1/D do not; and
     p/N − r/D = (a/b − b/a)·u²R gives ∂/∂λ. Against the two reciprocal arrays and two
-    products (DDIM, d = 3072, S = 100, float32 value+grad, ad hoc): 0.15–0.17 against
-    0.19–0.22 ms, and closer to float64 (largest gradient error 1.7e-3 against 2.8e-3 of
-    the largest gradient, VE).
+    products (DDIM, d = 3072, S = 100, float32 value+grad, ad hoc, two sessions):
+    0.147–0.180 against 0.168–0.220 ms, and closer to float64 (largest gradient error
+    1.7e-3 against 2.8e-3 of the largest gradient, VE).
     """
     a, b = jnp.exp(0.5 * (log_p - log_q)), jnp.exp(0.5 * (log_r - log_t))
     ia, ib = 1.0 / a, 1.0 / b
@@ -172,11 +172,11 @@ def _mobius_sums(lam, ct, log_p, log_q, log_r, log_t):
 
 
 # (steps × eigenvalues) from which the reverse pass takes one array (``_mobius_sums``):
-# below, the two reciprocal arrays. On XLA's CPU backend a loop fusion whose flops exceed
-# its bytes is split over the threads from ~2·10⁴ elements, and the one-array form's is
-# (the reciprocals' is not until ~4·10⁴); at d = 3072, S = 10 the split one took 0.10 ms
-# against 0.05–0.09 ms, at S = 30 the same, at d = 49152, S = 10 0.44 against 0.51 ms
-# (DDIM value+grad, float32, ad hoc).
+# below, the two reciprocal arrays. At d = 3072, S = 10 (9 inner steps) XLA's CPU
+# backend split the one-array fusion over its threads and not the reciprocal fusions (its
+# cost model: more flops per byte); the call took 0.10–0.13 against 0.05–0.09 ms. At
+# S = 30 both took the same; at d = 49152, S = 10 0.44 against 0.51 ms (DDIM value+grad,
+# float32, ad hoc).
 _ONE_ARRAY_MIN = 65536
 
 

@@ -148,8 +148,9 @@ def _denominator_sums(lam, ct, s2):
         1/(λ + s_j²) = u·R·∏_{l≠j} (v + s_l² u) = Σ_m e_{E−1−m}(s²_{l≠j})·u^{E−m} v^m·R,
 
     so the E sums of each step are combinations of R @ [ct u^{E−m} v^m]_m, one
-    (M × d) @ (d × E) product (the E reciprocal arrays and products it replaced measured
-    slower: Heun, d = 3072, S = 100, ad hoc). Each factor v + s² u lies between
+    (M × d) @ (d × E) product instead of E reciprocal arrays and products (Heun, float32
+    value+grad, ad hoc: d = 3072, S = 10 / 100 / 1000 0.104 / 0.219–0.242 / 2.20 against
+    0.130–0.147 / 0.238–0.556 / 2.25–2.62 ms). Each factor v + s² u lies between
     min(1, s²) and max(1, s²) whatever λ is; all the coefficients are positive, so no sum
     cancels.
     """

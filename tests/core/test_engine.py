@@ -269,7 +269,7 @@ def test_custom_vjp_matches_autodiff_and_finite_differences(d):
     assert (d * 45 >= _ONE_ARRAY_MIN) == (d == 1500)
 
     rng = np.random.default_rng(6)
-    # λ = 0, and λ over 16 decades; gains from steps whose √(p/q), √(r/t) span e^±9.
+    # λ = 0, and λ over 16 decades; log p … log t with standard deviation 3.
     lam = jnp.asarray(np.concatenate([[0.0, 1e-8, 1e8], rng.lognormal(0, 2, d - 3)]))
     args = [jnp.asarray(rng.normal(size=45) * 3) for _ in range(4)]  # 45: not a chunk multiple
 
