@@ -183,49 +183,33 @@ def bench_design(quick, median_time, benchmark_spectrum, timing):
             ("python loop, jitted step", True),
             ("python loop, eager update", False),
         ):
+            row = {
+                "section": "design",
+                "what": f"compiled loop to W2 within 1e-4 vs {label}",
+                "d": d,
+                "S": steps,
+                "dtype": "float32",
+                "fast_ms": 1e3 * t_fast,
+                "fast_label": f"{1e3 * t_fast:.4g} ms",
+                "baseline": label,
+                "compiled_iterations_to_target": k,
+                "w2": res.loss,
+                "best_heuristic_w2": res.best_heuristic[1],
+            }
             if not jit_step and steps > 100:
                 # optax re-traces its line search at every eager update; at S = 1000 the
                 # process ran out of memory maps after a few seconds of it (LLVM "Unable
                 # to allocate section memory", twice in a row), killing the whole run.
-                rows.append(
-                    {
-                        "section": "design",
-                        "what": f"compiled loop to W2 within 1e-4 vs {label}",
-                        "d": d,
-                        "S": steps,
-                        "dtype": "float32",
-                        "fast_ms": 1e3 * t_fast,
-                        "scan_ms": None,
-                        "speedup": None,
-                        "baseline": label,
-                        "fast_label": f"{1e3 * t_fast:.4g} ms",
-                        "slow_label": "not run at S > 100 (memory maps, see the source)",
-                    }
-                )
-                continue
-            if not jit_step:
-                jax.clear_caches()
-            t_slow, iters, ok = _python_loop(spec, steps, target, budget, jit_step)
-            rows.append(
-                {
-                    "section": "design",
-                    "what": f"compiled loop to W2 within 1e-4 vs {label}",
-                    "d": d,
-                    "S": steps,
-                    "dtype": "float32",
-                    "fast_ms": 1e3 * t_fast,
-                    "scan_ms": 1e3 * t_slow,
-                    "speedup": t_slow / t_fast,
-                    "baseline": label,
-                    "baseline_reached_target": ok,
-                    "baseline_iterations": iters,
-                    "compiled_iterations_to_target": k,
-                    "w2": res.loss,
-                    "best_heuristic_w2": res.best_heuristic[1],
-                    "slow_label": ("" if ok else ">") + f"{1e3 * t_slow:.4g} ms",
-                    "fast_label": f"{1e3 * t_fast:.4g} ms",
-                }
-            )
+                row.update(scan_ms=None, speedup=None)
+                row["slow_label"] = "not run at S > 100 (memory maps, see the source)"
+            else:
+                if not jit_step:
+                    jax.clear_caches()
+                t_slow, iters, ok = _python_loop(spec, steps, target, budget, jit_step)
+                row.update(scan_ms=1e3 * t_slow, speedup=t_slow / t_fast)
+                row.update(baseline_reached_target=ok, baseline_iterations=iters)
+                row["slow_label"] = ("" if ok else ">") + f"{1e3 * t_slow:.4g} ms"
+            rows.append(row)
             print(rows[-1], flush=True)
 
     # Per-eigenvalue sweep: all eigenvalues through one compiled, vmapped pool vs a Python
