@@ -110,7 +110,9 @@ def paired(
     has evicted this one's data from the caches; it is timed too, as ``fast_cold``,
     ``slow_cold`` and ``ratio_cold``. (DDIM, d = 786432, S = 10: the engine took 8.3–9.0 ms
     after its own call and 18.8–21.6 ms right after the scan's, with next to no page
-    faults.)
+    faults.) After a scan that moves GiB the second call is not fully warm either: DDIM,
+    d = 49152, S = 1000 took 22.8 ms here against 10.8 ms after its own calls (BUILD_NOTES,
+    "Noticed and left alone").
     Returns ``stats`` of each (seconds; the ratios are speed-ups).
     """
     if warmup:
