@@ -1,7 +1,7 @@
 """Closed-form spectral transfer functions and output moments (SPEC §3–4, §11).
 
-Three paths. DDIM/DDPM (``sampler.mobius``; the outputs at η = 0 and every trajectory;
-with noise the outputs take the faster adjoint path below): for a schedule with levels
+Four paths. DDIM/DDPM (``sampler.mobius``; the outputs at η = 0 and every trajectory;
+DDPM's outputs take the closed form of ``core.telescoped``): for a schedule with levels
 L_0 … L_{S−1} (the final step to clean data implicit), step k maps the centred state per
 eigenvalue as y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
 
@@ -19,13 +19,17 @@ One-state deterministic samplers (Euler, Heun, DPM-2, the ancestral ones at η =
 step's denoiser calls), from the step run at the corners of its gains; same chunked
 forward and written-out reverse pass.
 
-Every other sampler (history or noise, DDPM's outputs included; SPEC §11):
+DDPM and ancestral Euler at η = 1 (``core.telescoped``): their gains' products
+telescope, so H = λ/(λ + σ_0²) (times a constant) and the noise is one weighted sum over
+steps of (λ/(λ + σ_{k+1}²))².
+
+Every other sampler (history or noise; SPEC §11):
 s = (y, history) maps as s' = A_k s + B_k z_k, and the output's row u_k = e₁ᵀ A_{S−1}⋯A_k
 runs back through the steps (``core.adjoint``: n numbers per eigenvalue, [A_k | B_k]
 interpolated at the gains γ(σ) from the step run at the corners of its gains), with a
 written-out reverse pass.
 Trajectories compose the steps' maps instead (``core.compose``, an associative scan).
-All three run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
+All run over blocks of eigenvalues (``_blocked_output``): no (S × d) temporary.
 
 Why this module is long: the public entry points (moments, transfer function, forward
 marginals), their input checks and the dispatch between the paths and onto devices share
@@ -40,7 +44,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from specdiff.core import adjoint, rational, sharded
+from specdiff.core import adjoint, rational, sharded, telescoped
 from specdiff.core.checks import cumsum, matmul
 from specdiff.core.compose import propagate
 from specdiff.core.mesh import pad_to_multiple
@@ -89,12 +93,17 @@ def _mobius(sampler) -> bool:
 
 
 def _mobius_output(sampler) -> bool:
-    """DDIM at η = 0: outputs by the closed-form product of Möbius gains. With noise
-    (η > 0, DDPM) the outputs take the adjoint path: its row recursion measured 1.3× /
-    2.4× / 3.3× faster than this path's log-space sum of the noise at S = 10 / 100 / 1000
-    (DDPM, d = 3072, float32 value+grad of W2, ad hoc) and equals it to 1e-14 in float64
-    (tests/core/test_adjoint.py)."""
+    """DDIM at η = 0: outputs by the closed-form product of Möbius gains. With noise the
+    outputs take ``core.telescoped`` (η = 1) or the adjoint path (0 < η < 1): its row
+    recursion measured 1.3× / 2.4× / 3.3× faster than this path's log-space sum of the
+    noise at S = 10 / 100 / 1000 (DDPM, d = 3072, float32 value+grad of W2, ad hoc) and
+    equals it to 1e-14 in float64 (tests/core/test_adjoint.py)."""
     return _mobius(sampler) and sampler.deterministic
+
+
+def _telescoped(sampler) -> bool:
+    """DDPM's step (DDPM, ancestral Euler at η = 1): ``core.telescoped``."""
+    return telescoped.applies(sampler)
 
 
 def _rational(sampler) -> bool:
@@ -242,7 +251,9 @@ def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
     """(mean, var) of the output per eigenvalue, or (H,) with ``transfer``. ``coeffs``: the
     eigenvalue-independent step data (``_step_data``), if computed."""
     if not _mobius_output(sampler):
-        if _rational(sampler):
+        if _telescoped(sampler):
+            h, mean, var = _telescoped_moments(lam, m, schedule, sampler, transfer, coeffs)
+        elif _rational(sampler):
             h, mean, var = _rational_moments(lam, m, schedule, sampler, transfer, coeffs)
         else:
             h, mean, var = _adjoint_moments(lam, m, schedule, sampler, transfer, coeffs)
@@ -275,7 +286,11 @@ _ADJOINT_ELEMENTS = 2**22
 _ADJOINT_WHOLE = 2**23
 # The Möbius path's blocks may be larger than 16384 for short schedules: DDIM, d = 786432,
 # S = 10, float32 value+grad (ad hoc): 11.9 ms in blocks of 16384, 9.6 ms of 65536, 9.5 ms
-# of 131072, 32 ms unblocked (fewer trips through the loop over blocks).
+# of 131072, 32 ms unblocked (fewer trips through the loop over blocks). The telescoped
+# path takes the same rule. DDPM, float32 value+grad (ad hoc): d = 3072, S = 1000: 1.05 ms
+# in blocks of 1024, 1.3–1.6 ms of 256, 512 or 2048, 9.2–10.3 ms unblocked; d = 49152,
+# S = 100: 1.75 ms of 8192, 1.9–2.3 ms of 4096 or 16384, 14–17 ms unblocked; d = 786432,
+# S = 10: 4.9 ms of 65536, 5.5 ms of 16384 or 131072.
 _MOBIUS_CAP = 2**17
 
 
@@ -304,10 +319,13 @@ def block_size(steps: int, cap: int = 16384) -> int:
 
 
 def _kept_per_step(sampler) -> int:
-    """Numbers a block keeps per step and eigenvalue: 1 on the closed forms' paths, n + q
-    (u_{k+1} and u_{k+1} B_k) on the adjoint path."""
+    """Numbers a block keeps per step and eigenvalue: 1 on the closed forms' paths, 2 on
+    the telescoped one (r² and r²q in its reverse pass), n + q (u_{k+1} and u_{k+1} B_k)
+    on the adjoint path."""
     if _mobius_output(sampler) or _rational(sampler):
         return 1
+    if _telescoped(sampler):
+        return 2
     return sampler.state_size + sampler.noise_dim
 
 
@@ -320,7 +338,7 @@ def default_block(steps: int, sampler, d: int | None = None) -> int:
         if d is not None and d * steps <= whole:
             return d
         return _power_of_two(whole // max(1, steps), 256, 2**20)
-    if _mobius_output(sampler):
+    if _mobius_output(sampler) or _telescoped(sampler):
         return block_size(steps, cap=_MOBIUS_CAP)
     if _rational(sampler):
         whole, target = _RATIONAL_WHOLE, _RATIONAL_ELEMENTS // max(1, steps)
@@ -495,12 +513,15 @@ def sigmas_with_zero(schedule: Schedule, dtype=None):
 
 
 def _step_data(lam, schedule, sampler):
-    """The eigenvalue-independent step data of the rational path (``rational``'s
-    coefficients) or of the adjoint path (``adjoint``'s corners), else None (Möbius)."""
+    """The eigenvalue-independent step data of the telescoped path (``telescoped``'s
+    coefficients), the rational path (``rational``'s) or the adjoint path (``adjoint``'s
+    corners), else None (Möbius)."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     if _mobius_output(sampler):
         return None
     sigmas = sigmas_with_zero(schedule, dtype)
+    if _telescoped(sampler):
+        return telescoped.coefficients(sampler, sigmas)
     if _rational(sampler):
         return rational.step_coefficients(sampler, sigmas)
     return adjoint.step_corners(sampler, sigmas)
@@ -525,6 +546,16 @@ def _rational_moments(lam, m, schedule, sampler, transfer, coeffs=None):
     lam, m = lam.astype(dtype), m.astype(dtype)
     h = rational.transfer(sampler, lam, sigmas_with_zero(schedule, dtype), coeffs)
     return _with_start(h, 0.0, m, schedule, transfer)
+
+
+def _telescoped_moments(lam, m, schedule, sampler, transfer, coeffs=None):
+    """``_with_start`` of DDPM's step (``core.telescoped``): H and the noise in closed form."""
+    dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
+    lam, m = lam.astype(dtype), m.astype(dtype)
+    if coeffs is None:
+        coeffs = telescoped.coefficients(sampler, sigmas_with_zero(schedule, dtype))
+    h, noise = telescoped.moments(lam, coeffs, transfer)
+    return _with_start(h, noise, m, schedule, transfer)
 
 
 def _adjoint_moments(lam, m, schedule, sampler, transfer, corners=None):

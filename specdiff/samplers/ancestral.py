@@ -66,6 +66,11 @@ class EulerAncestral(_Ancestral):
 
     name: ClassVar[str] = "euler_ancestral"
 
+    @property
+    def telescopes(self) -> bool:
+        """η = 1: σ_down = σ'²/σ, DDPM's step (``core.telescoped``)."""
+        return self.eta == 1.0
+
     def step(self, denoise, x, hist, z, sigmas, i, *, order, last):
         denoised = denoise(x, sigmas[i])
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], self.eta)

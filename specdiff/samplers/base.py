@@ -105,6 +105,12 @@ class Sampler:
     def state_size(self) -> int:
         return 1 + self.history
 
+    @property
+    def telescopes(self) -> bool:
+        """Whether the step is DDPM's, x' = x̂0 + (σ'²/σ)·ε̂ + noise (``core.telescoped``:
+        its gains' products telescope and the engine takes a closed form)."""
+        return False
+
     def nfe(self, steps: int) -> int:
         """Denoiser evaluations of an S-step run (k-diffusion's count)."""
         return self.evals * (steps - 1) + self.last_evals

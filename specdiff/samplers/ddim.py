@@ -122,6 +122,11 @@ class DDIM(Sampler):
         return {"name": self.name, "eta": self.eta}
 
     @property
+    def telescopes(self) -> bool:
+        """η = 1 (DDPM): c = σ'²/σ, the step of ``core.telescoped``."""
+        return self.eta == 1.0
+
+    @property
     def mobius(self) -> bool:
         """The engine's closed-form path: each step's gain is (pλ + q)/(rλ + t)."""
         return True

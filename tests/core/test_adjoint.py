@@ -113,9 +113,9 @@ def test_float32_round_off():
 
 
 def test_noisy_ddim_equals_the_mobius_closed_form():
-    """DDPM (DDIM with η > 0): the outputs (adjoint path) against the Möbius closed form
-    with its log-space noise sum (the trajectory's path), VP and flow, values, H and
-    gradients in float64."""
+    """DDPM (DDIM with η = 1): the outputs (``core.telescoped``, held to this path in
+    test_telescoped) against the Möbius closed form with its log-space noise sum (the
+    trajectory's path), VP and flow, values, H and gradients in float64."""
     sampler = sd.samplers.DDPM()
     lam = jnp.asarray(np.logspace(-3, 3, 41))
     spec = sd.Spectrum(lam, jnp.linspace(-1.0, 1.0, 41))
