@@ -5,20 +5,20 @@ given x̂0: x' = x̂0 + (σ'²/σ)·ε̂ plus fresh noise B_k·z. DDPM (generali
 and ancestral Euler at η = 1 (``sample_euler_ancestral``: σ_down = σ'²/σ) are this step
 (their ``telescopes`` is True). Under Gaussian data, per eigenvalue, step k's gain is
 
-    g_k(λ) = P_k·(λ + σ_{k+1}²)/(λ + σ_k²)          (P_k: the gain at γ = 1; 1 for both)
+    g_k(λ) = (λ + σ_{k+1}²)/(λ + σ_k²)
 
-and the last step's is λ/(λ + σ_{S−1}²) (x̂0). So every product of gains telescopes:
-∏_{j>k} g_j = K_k·λ/(λ + σ_{k+1}²) with K_k = ∏_{j>k} P_j, and
+(1 at γ = 1, where x̂0 = x) and the last step's is λ/(λ + σ_{S−1}²) (x̂0). So every
+product of gains telescopes: ∏_{j>k} g_j = λ/(λ + σ_{k+1}²), and
 
-    H          = K_{−1}·λ/(λ + σ_0²),
-    Σ noise    = Σ_{k<S−1} (K_k B_k)²·r_k²,          r_k = λ/(λ + σ_{k+1}²) ∈ [0, 1].
+    H          = λ/(λ + σ_0²),
+    Σ noise    = Σ_{k<S−1} B_k²·r_k²,          r_k = λ/(λ + σ_{k+1}²) ∈ [0, 1].
 
 H does not depend on the levels between σ_0 and 0; the noise is one weighted sum over
-steps of a bounded term, with no product over steps and no log. P_k and B_k come from
-the sampler's own step (``adjoint.step_corners``: the step run at the corners of its
-gain), not from a second copy of it; the sampler only declares that its gain has this
-form, and tests/core/test_telescoped.py holds the derived gains to it (the numerator's
-root F_k(γ=0)·σ_k²/F_k(γ=1) equals σ_{k+1}²) and the moments to the adjoint path.
+steps of a bounded term, with no product over steps and no log. B_k comes from the
+sampler's own step (``adjoint.step_corners``: the step run at the corners of its gain),
+not from a second copy of it; the sampler only declares that its gain has this form, and
+tests/core/test_telescoped.py holds the derived gains to it (gain 1 at γ = 1, the
+numerator's root F_k(γ=0)·σ_k² equal to σ_{k+1}²) and the moments to the adjoint path.
 
 The sum's reverse pass is written out: with q = 1/(λ + c_k) (c_k = σ_{k+1}²), r = λq,
 
@@ -49,17 +49,13 @@ def applies(sampler) -> bool:
 
 
 def coefficients(sampler, sigmas):
-    """(h_scale (), s0² (), w (S − 1,), c (S − 1,)) from the sampler's step: the transfer
-    function's factor K_{−1}, σ_0², the noise weights (K_k B_k)² and the levels σ_{k+1}².
-    Independent of λ; differentiable in ``sigmas`` ((S + 1,), trailing 0)."""
+    """(s0² (), w (S − 1,), c (S − 1,)) from the sampler's step: σ_0², the noise weights
+    B_k² and the levels σ_{k+1}². Independent of λ; differentiable in ``sigmas``
+    ((S + 1,), trailing 0)."""
     f, s = adjoint.step_corners(sampler, sigmas)  # f (S, 2, 1, 2), s (S, 1)
-    gain_one = f[:, 1, 0, 0]  # P_k: the step's gain at γ = 1
-    noise = f[:, 0, 0, 1]  # B_k (one noise, independent of γ)
-    # K_k = ∏_{j>k} P_j: the reverse cumulative product, shifted by one step.
-    suffix = jnp.cumprod(gain_one[::-1])[::-1]  # ∏_{j≥k} P_j
-    k = jnp.concatenate([suffix[1:], jnp.ones((1,), suffix.dtype)])
+    noise = f[:-1, 0, 0, 1]  # B_k (one noise, independent of γ)
     s2 = s[:, 0] ** 2
-    return suffix[0], s2[0], (k[:-1] * noise[:-1]) ** 2, s2[1:]
+    return s2[0], noise**2, s2[1:]
 
 
 @jax.custom_vjp
@@ -95,8 +91,8 @@ noise_sum.defvjp(_noise_sum_fwd, _noise_sum_bwd)
 def moments(lam, coeffs, transfer: bool = False):
     """(H, Σ noise) per eigenvalue in σ coordinates (module docstring); ``coeffs`` from
     ``coefficients``. With ``transfer`` the noise is not computed (None)."""
-    h_scale, s0_sq, w, c = coeffs
-    h = h_scale * lam / (lam + s0_sq)
+    s0_sq, w, c = coeffs
+    h = lam / (lam + s0_sq)
     if transfer or w.shape[0] == 0:
         return h, (None if transfer else jnp.zeros_like(lam))
     return h, noise_sum(lam, w, c)

@@ -22,9 +22,10 @@ EXTRA = [("euler_ancestral", {"s_noise": 1.3}), ("euler_ancestral", {"eta": 0.99
 def test_declaration_matches_the_step(case):
     """A sampler declares ``telescopes`` exactly when its own step (``step_corners``) has
     DDPM's form: one state, one call and one noise a step, a γ-independent noise column,
-    the gain's numerator root F(γ=0)·σ_k²/F(γ=1) equal to σ_{k+1}², and a last step to x̂0
-    (F(γ=0) = 0, no noise). Samplers with one state and one noise that do not declare it
-    (DDIM at 0 < η < 1, ancestral Euler at η ≠ 1) must fail the form."""
+    gain 1 at γ = 1 (F(γ=1) = 1), the gain's numerator root F(γ=0)·σ_k² equal to σ_{k+1}²,
+    and a last step to x̂0 (F(γ=0) = 0, no noise). Samplers with one state and one noise
+    that do not declare it (DDIM at 0 < η < 1, ancestral Euler at η ≠ 1) must fail the
+    form."""
     sampler = sampler_of(case)
     candidate = sampler.history == 0 and sampler.noise_dim == 1
     if not candidate:
@@ -35,9 +36,10 @@ def test_declaration_matches_the_step(case):
     has_form = s.shape[1] == 1 and f.shape[1] == 2
     if has_form:
         s2 = s[:, 0] ** 2
-        root = f[:-1, 0, 0, 0] * s2[:-1] / f[:-1, 1, 0, 0]
+        root = f[:-1, 0, 0, 0] * s2[:-1]
         has_form = (
             np.allclose(f[:, 0, 0, 1], f[:, 1, 0, 1], rtol=1e-13)
+            and np.allclose(f[:, 1, 0, 0], 1.0, rtol=1e-13)
             and np.allclose(root, s2[1:], rtol=1e-12)
             and abs(float(f[-1, 0, 0, 0])) < 1e-15
             and abs(float(f[-1, 0, 0, 1])) < 1e-15
