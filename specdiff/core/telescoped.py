@@ -61,10 +61,10 @@ def coefficients(sampler, sigmas):
 @jax.custom_vjp
 def noise_sum(lam, w, c):
     """Σ_k w_k·(λ/(λ + c_k))² per eigenvalue; w ≥ 0, c > 0 (steps,), λ ≥ 0 (d,)."""
-    r = lam / (lam + c[:, None])  # (steps, d), in [0, 1]
+    r2 = jnp.square(lam / (lam + c[:, None]))  # (steps, d), in [0, 1]
     if lam.shape[-1] <= 16:  # few eigenvalues (per-eigenvalue problems): a fused sum
-        return jnp.sum(w[:, None] * r * r, axis=0)
-    return matmul(w, r * r)
+        return jnp.sum(w[:, None] * r2, axis=0)
+    return matmul(w, r2)
 
 
 def _noise_sum_fwd(lam, w, c):
