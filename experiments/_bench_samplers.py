@@ -1,8 +1,9 @@
 """Benchmark section "samplers": value+grad of W2 for several samplers (issue 12).
 
-specdiff's engine (``sd.output_moments``: the closed-form Möbius path for DDIM/DDPM, the
-rational path for one-state deterministic samplers, the adjoint path for samplers with
-history or noise; blocked over eigenvalues) against a
+specdiff's engine (``sd.output_moments``: the closed-form Möbius path for DDIM, the
+telescoped closed form for DDPM and ancestral Euler, the rational path for one-state
+deterministic samplers, the adjoint path for the other samplers with history or noise;
+blocked over eigenvalues) against a
 straightforward ``lax.scan`` of the same step: at every step, the per-eigenvalue Jacobian
 of ``sampler.step`` on the scalar linear denoiser (``jax.jacfwd`` under ``vmap``), then
 mean and covariance of the state propagated with it. Both are differentiated end to end.
