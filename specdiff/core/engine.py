@@ -1,7 +1,8 @@
 """Closed-form spectral transfer functions and output moments (SPEC §3–4, §11).
 
 Four paths. DDIM/DDPM (``sampler.mobius``; the outputs at η = 0 and every trajectory;
-DDPM's outputs take the closed form of ``core.telescoped``): for a schedule with levels
+with noise the outputs take ``core.telescoped`` at η = 1, the adjoint path below at
+0 < η < 1): for a schedule with levels
 L_0 … L_{S−1} (the final step to clean data implicit), step k maps the centred state per
 eigenvalue as y_k = g_k(λ)·y_{k−1} + σ_k·z. Then
 
@@ -20,7 +21,7 @@ step's denoiser calls), from the step run at the corners of its gains; same chun
 forward and written-out reverse pass.
 
 DDPM and ancestral Euler at η = 1 (``core.telescoped``): their gains' products
-telescope, so H = λ/(λ + σ_0²) (times a constant) and the noise is one weighted sum over
+telescope, so H = λ/(λ + σ_0²) (σ coordinates) and the noise is one weighted sum over
 steps of (λ/(λ + σ_{k+1}²))².
 
 Every other sampler (history or noise; SPEC §11):
