@@ -549,25 +549,28 @@ def _rational_moments(lam, m, schedule, sampler, transfer, coeffs=None):
     return _with_start(h, 0.0, m, schedule, transfer)
 
 
-def _telescoped_moments(lam, m, schedule, sampler, transfer, coeffs=None):
-    """``_with_start`` of DDPM's step (``core.telescoped``): H and the noise in closed form."""
+def _noisy_moments(lam, m, schedule, sampler, transfer, coeffs, step_data, output):
+    """``_with_start`` of a path that gives H and the noise from eigenvalue-independent step
+    data: ``output(coeffs, λ)``, with ``coeffs = step_data(sampler, σ's)`` unless given."""
     dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
     lam, m = lam.astype(dtype), m.astype(dtype)
     if coeffs is None:
-        coeffs = telescoped.coefficients(sampler, sigmas_with_zero(schedule, dtype))
-    h, noise = telescoped.moments(lam, coeffs, transfer)
+        coeffs = step_data(sampler, sigmas_with_zero(schedule, dtype))
+    h, noise = output(coeffs, lam)
     return _with_start(h, noise, m, schedule, transfer)
+
+
+def _telescoped_moments(lam, m, schedule, sampler, transfer, coeffs=None):
+    """DDPM's step (``core.telescoped``): H and the noise in closed form."""
+    args = (telescoped.coefficients, telescoped.output)
+    return _noisy_moments(lam, m, schedule, sampler, transfer, coeffs, *args)
 
 
 def _adjoint_moments(lam, m, schedule, sampler, transfer, corners=None):
-    """``_with_start`` of a sampler with history or noise: H and the noise by the output's
-    row (``core.adjoint``)."""
-    dtype = jnp.result_type(lam.dtype, schedule.log_snr.dtype)
-    lam, m = lam.astype(dtype), m.astype(dtype)
-    if corners is None:
-        corners = adjoint.step_corners(sampler, sigmas_with_zero(schedule, dtype))
-    h, noise = adjoint.output_row(corners, lam)
-    return _with_start(h, noise, m, schedule, transfer)
+    """A sampler with history or noise: H and the noise by the output's row
+    (``core.adjoint``)."""
+    args = (adjoint.step_corners, adjoint.output_row)
+    return _noisy_moments(lam, m, schedule, sampler, transfer, corners, *args)
 
 
 def _trajectory_moments(lam, m, schedule, sampler):

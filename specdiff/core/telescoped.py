@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from specdiff.core import adjoint
 from specdiff.core.checks import matmul
 
-__all__ = ["applies", "coefficients", "moments"]
+__all__ = ["applies", "coefficients", "noise_sum", "output"]
 
 
 def applies(sampler) -> bool:
@@ -88,11 +88,8 @@ def _noise_sum_bwd(res, ct):
 noise_sum.defvjp(_noise_sum_fwd, _noise_sum_bwd)
 
 
-def moments(lam, coeffs, transfer: bool = False):
+def output(coeffs, lam):
     """(H, Σ noise) per eigenvalue in σ coordinates (module docstring); ``coeffs`` from
-    ``coefficients``. With ``transfer`` the noise is not computed (None)."""
+    ``coefficients`` (the same call as ``adjoint.output_row``)."""
     s0_sq, w, c = coeffs
-    h = lam / (lam + s0_sq)
-    if transfer or w.shape[0] == 0:
-        return h, (None if transfer else jnp.zeros_like(lam))
-    return h, noise_sum(lam, w, c)
+    return lam / (lam + s0_sq), noise_sum(lam, w, c)
