@@ -14,6 +14,13 @@ the median of per-pair ratios, the fast and straightforward calls alternating in
 two (fast, fast, slow, slow, slow, slow, fast, fast, …) so that load from neighbours on a
 shared machine falls on both alike; the second call of each run is timed (``paired``; the
 first, right after the other's call, is kept as "cold").
+Calls run synchronously (``jax_cpu_enable_async_dispatch`` off; ``--async-dispatch`` keeps
+JAX's default): every timed call blocks on its result, so JAX's asynchronous CPU dispatch
+would only add the hand-off of each call to a worker thread and back, the same for the
+fast and the straightforward call. On this project's 2-core virtual machines that
+hand-off was ~0.04 ms a call (ad hoc: the one-step floor of the samplers section took
+0.073 ms with it, 0.027 ms without), as long as a whole DDPM value+grad at d = 3072,
+S = 10.
 Writes results/benchmark/results.json and table.md, whose first lines give the command and
 the machine (CPU, cores, memory, OS, Python, jax/jaxlib, devices, 1-minute load average at
 start and end).
@@ -273,6 +280,17 @@ def environment() -> dict:
     }
 
 
+def set_dispatch(asynchronous: bool) -> str:
+    """JAX's CPU dispatch for this process, set before its backend starts (the client reads
+    it then); returns the mode the run has, for the table's head."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():  # called in a process that has computed (tests)
+        return "unknown (set after the backend started)"
+    jax.config.update("jax_cpu_enable_async_dispatch", asynchronous)
+    return "asynchronous" if asynchronous else "synchronous"
+
+
 def _attach_spread(rows: list[dict], log: list[dict]) -> None:
     """Rows of sections that call ``median_time`` carry medians only; the timing whose
     median gave ``fast_ms``/``scan_ms`` (1e3·median, equal to the bit) supplies its spread."""
@@ -353,7 +371,8 @@ def header_lines(command: str, env: dict) -> str:
         f"machine: {env['cpu_model']}, {env['cpu_count']} cores ({env['cpus_usable']} usable), "
         f"{'?' if mem is None else f'{mem:.1f}'} GiB memory, {env['os']}; Python "
         f"{env['python']}, jax {env['jax']}, jaxlib {env['jaxlib']}, backend "
-        f"{env['backend']}, devices {', '.join(env['devices'])}\n\n"
+        f"{env['backend']}, devices {', '.join(env['devices'])}; {env['dispatch']} "
+        "dispatch\n\n"
         f"load average (1 min): {env['load_1min_start']:.2f} at start, "
         f"{env['load_1min_end']:.2f} at end\n\n"
         "Times: median [25th–75th percentile] of n repeats. Speed-up: median [IQR] of the "
@@ -413,11 +432,18 @@ def main(argv=None):
     )
     p.add_argument("--scaling-d", type=_int_list, default=None, help="scaling: d list, e.g. 3072")
     p.add_argument("--scaling-s", type=_int_list, default=None, help="scaling: S list, e.g. 10")
+    p.add_argument(
+        "--async-dispatch",
+        action="store_true",
+        help="keep JAX's asynchronous CPU dispatch (default: calls run synchronously)",
+    )
     args = p.parse_args(argv)
+    dispatch = set_dispatch(args.async_dispatch)
     jax.config.update("jax_enable_x64", True)  # float64 rows need it; float32 rows stay float32
     run = Run("benchmark", args)
     load_start = os.getloadavg()
     env = environment()
+    env["dispatch"] = dispatch
     _LOG.clear()
     rows = _sections(args)
     _attach_spread(rows, _LOG)

@@ -195,16 +195,22 @@ def _sum_log_mobius_bwd(res, ct):
     if lam.shape[-1] * log_p.shape[0] >= _ONE_ARRAY_MIN:
         return _mobius_sums(lam, ct, log_p, log_q, log_r, log_t)
     p, q, r, t = (jnp.exp(v) for v in (log_p, log_q, log_r, log_t))
+    if lam.shape[-1] > 16:  # one matrix product over the eigenvalue axis
+        # 1/N and 1/D stacked into one (2S × d) array: one kernel and one product, not two
+        # of each (DDIM, d = 3072, S = 10, float32 value+grad, synchronous dispatch, ad hoc:
+        # 0.081 against 0.088 ms; S = 20 0.105 against 0.113 ms).
+        n = p.shape[0]
+        inv = 1.0 / (jnp.concatenate([p, r])[:, None] * lam + jnp.concatenate([q, t])[:, None])
+        ab = matmul(inv, jnp.stack([ct * lam, ct], axis=1))  # (2S, 2)
+        a, b = ab[:n], ab[n:]
+        d_lam = ct * matmul(jnp.concatenate([p, -r]), inv)
+        return d_lam, p * a[:, 0], q * a[:, 1], -r * b[:, 0], -t * b[:, 1]
+    # Few eigenvalues (per-eigenvalue problems under vmap): plain fused sums.
     inv_num = 1.0 / (p[:, None] * lam + q[:, None])  # (S, d)
     inv_den = 1.0 / (r[:, None] * lam + t[:, None])
-    if lam.shape[-1] > 16:  # matrix products (BLAS) over the eigenvalue axis
-        w = jnp.stack([ct * lam, ct], axis=1)  # (d, 2)
-        a, b = matmul(inv_num, w), matmul(inv_den, w)
-        d_lam = ct * (matmul(p, inv_num) - matmul(r, inv_den))
-    else:  # few eigenvalues (per-eigenvalue problems under vmap): plain fused sums
-        a = jnp.stack([matmul(inv_num, ct * lam), matmul(inv_num, ct)], axis=1)
-        b = jnp.stack([matmul(inv_den, ct * lam), matmul(inv_den, ct)], axis=1)
-        d_lam = ct * jnp.sum(p[:, None] * inv_num - r[:, None] * inv_den, axis=0)
+    a = jnp.stack([matmul(inv_num, ct * lam), matmul(inv_num, ct)], axis=1)
+    b = jnp.stack([matmul(inv_den, ct * lam), matmul(inv_den, ct)], axis=1)
+    d_lam = ct * jnp.sum(p[:, None] * inv_num - r[:, None] * inv_den, axis=0)
     return d_lam, p * a[:, 0], q * a[:, 1], -r * b[:, 0], -t * b[:, 1]
 
 

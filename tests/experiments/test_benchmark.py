@@ -3,6 +3,7 @@ end and its rows carry what the tables are built from (timings themselves are no
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ def _run(tmp_path, section):
     for key in ("cpu_count", "memory_gib", "python", "jax", "jaxlib", "backend", "devices"):
         assert env[key], key
     assert env["load_1min_start"] >= 0 and env["load_1min_end"] >= 0
+    assert lines[4].endswith(f"; {env['dispatch']} dispatch")
     n_tables = sum(line.startswith("|---") for line in lines)
     assert sum(line.startswith("| ") for line in lines) == len(rows) + n_tables
     return rows
@@ -138,3 +140,29 @@ def test_scaling_cell_too_big_for_memory_times_the_engine_alone(monkeypatch):
     assert "fast_skipped" not in row and row["speedup"] is None and row["fast_ms"] > 0
     row["bandwidth"] = bw
     assert "not run" in sc.table([row])
+
+
+def test_dispatch_is_set_before_the_backend_starts():
+    """The timed calls run synchronously unless asked: the mode is set in a fresh process
+    (the CPU client reads it when it starts) and the run says which it has."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import jax, jax.numpy; from experiments import benchmark as b; "
+        "m = b.set_dispatch({}); jax.numpy.zeros(1); "
+        'print(m, jax.config.values["jax_cpu_enable_async_dispatch"])'
+    )
+    for flag, want in ((False, "synchronous False"), (True, "asynchronous True")):
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(flag)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert out.stdout.split() == want.split()
+    # In a process that has already computed, the mode can no longer be set, and says so.
+    np.asarray(jax.numpy.zeros(1))
+    assert benchmark.set_dispatch(False).startswith("unknown")
