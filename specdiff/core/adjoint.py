@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specdiff.core.checks import matmul
+from specdiff.core.checks import row_sums
 from specdiff.core.compose import (
     corner_columns,
     corner_gains,
@@ -178,7 +178,7 @@ def _rows_bwd(shape, res, cts):
         # (d × m) product a step (full float32 on accelerators too); both operands
         # broadcast or stack vectors that are already stored.
         lhs = _gain_rows(gains, lam)[:, None, :] * jnp.stack(u)[None]
-        sums = matmul(lhs.reshape(-1, lam.shape[0]), jnp.stack(col).T)
+        sums = row_sums(lhs.reshape(-1, lam.shape[0]), jnp.stack(col))
         return (ub, d_lam), sums
 
     ub0 = (ct_h,) + (zero,) * (n - 1)

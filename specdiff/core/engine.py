@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from specdiff.core import adjoint, rational, sharded, telescoped
-from specdiff.core.checks import cumsum, matmul
+from specdiff.core.checks import cumsum, matmul, row_sums
 from specdiff.core.compose import propagate
 from specdiff.core.mesh import pad_to_multiple
 from specdiff.core.schedule import Schedule, log_alpha_sigma
@@ -169,7 +169,7 @@ def _mobius_sums(lam, ct, log_p, log_q, log_r, log_t):
     ia, ib = 1.0 / a, 1.0 / b
     u, v = rational.unit_parts(lam)
     rr = 1.0 / ((a[:, None] * v + ia[:, None] * u) * (b[:, None] * v + ib[:, None] * u))
-    x = matmul(rr, jnp.stack([ct * v * v, ct * u * v, ct * u * u], axis=1))  # (S, 3)
+    x = row_sums(rr, jnp.stack([ct * v * v, ct * u * v, ct * u * u]))  # (S, 3)
     x2, x1, x0 = x[:, 0], x[:, 1], x[:, 2]
     d_lam = ct * u * u * matmul(a * ib - b * ia, rr)
     return (
@@ -201,7 +201,7 @@ def _sum_log_mobius_bwd(res, ct):
         # 0.081 against 0.088 ms; S = 20 0.105 against 0.113 ms).
         n = p.shape[0]
         inv = 1.0 / (jnp.concatenate([p, r])[:, None] * lam + jnp.concatenate([q, t])[:, None])
-        ab = matmul(inv, jnp.stack([ct * lam, ct], axis=1))  # (2S, 2)
+        ab = row_sums(inv, jnp.stack([ct * lam, ct]))  # (2S, 2)
         a, b = ab[:n], ab[n:]
         d_lam = ct * matmul(jnp.concatenate([p, -r]), inv)
         return d_lam, p * a[:, 0], q * a[:, 1], -r * b[:, 0], -t * b[:, 1]

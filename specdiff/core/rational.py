@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from specdiff.core.checks import matmul
+from specdiff.core.checks import matmul, row_sums
 from specdiff.core.compose import corners_over, count_calls
 from specdiff.core.steps import step_plan
 
@@ -168,7 +168,7 @@ def _denominator_sums(lam, ct, s2):
     u, v = unit_parts(lam)
     rr = 1.0 / _product([v + s2[:, j, None] * u for j in range(calls)])  # (M, d)
     mono = jnp.stack([u ** (calls - m) * v**m for m in range(calls)])  # (E, d)
-    x = matmul(rr, (ct * mono).T)  # (M, E)
+    x = row_sums(rr, ct * mono)  # (M, E)
     sums, per_power = [], [0.0] * calls
     for j in range(calls):
         e = _elementary([s2[:, i] for i in range(calls) if i != j])
@@ -186,8 +186,7 @@ def _bwd(res, cts):
     powers = [jnp.ones_like(lam)]
     for _ in range(c.shape[-1] - 1):
         powers.append(powers[-1] * lam)
-    cols = jnp.stack([ct * p for p in powers], 1)  # (d, E + 1)
-    d_c = matmul(inv_num, cols)  # Σ_d ct λ^i / N_k
+    d_c = row_sums(inv_num, jnp.stack([ct * p for p in powers]))  # Σ_d ct λ^i / N_k
     # ∂N/∂λ = Σ_i i c_i λ^(i−1): its sum over k against 1/N_k, per eigenvalue.
     d_lam = 0.0
     for i in range(1, c.shape[-1]):
