@@ -283,9 +283,11 @@ def environment() -> dict:
 def set_dispatch(asynchronous: bool) -> str:
     """JAX's CPU dispatch for this process, set before its backend starts (the client reads
     it then); returns the mode the run has, for the table's head."""
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():  # called in a process that has computed (tests)
+    try:  # private; without it the mode is set and trusted
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:
+        backends_are_initialized = bool
+    if backends_are_initialized():  # called in a process that has computed (tests)
         return "unknown (set after the backend started)"
     jax.config.update("jax_cpu_enable_async_dispatch", asynchronous)
     return "asynchronous" if asynchronous else "synchronous"
