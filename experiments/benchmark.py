@@ -19,8 +19,8 @@ JAX's default): every timed call blocks on its result, so JAX's asynchronous CPU
 would only add the hand-off of each call to a worker thread and back, the same for the
 fast and the straightforward call. On this project's 2-core virtual machines that
 hand-off was ~0.04 ms a call (ad hoc: the one-step floor of the samplers section took
-0.073 ms with it, 0.027 ms without), as long as a whole DDPM value+grad at d = 3072,
-S = 10.
+0.073 ms with it, 0.027 ms without), close to a whole DDPM value+grad at d = 3072,
+S = 10 (0.050 ms without it).
 Writes results/benchmark/results.json and table.md, whose first lines give the command and
 the machine (CPU, cores, memory, OS, Python, jax/jaxlib, devices, 1-minute load average at
 start and end).
@@ -283,10 +283,13 @@ def environment() -> dict:
 def set_dispatch(asynchronous: bool) -> str:
     """JAX's CPU dispatch for this process, set before its backend starts (the client reads
     it then); returns the mode the run has, for the table's head."""
-    try:  # private; without it the mode is set and trusted
+    try:
         from jax._src.xla_bridge import backends_are_initialized
-    except ImportError:
-        backends_are_initialized = bool
+    except ImportError:  # private API gone: set the mode and trust it
+
+        def backends_are_initialized() -> bool:
+            return False
+
     if backends_are_initialized():  # called in a process that has computed (tests)
         return "unknown (set after the backend started)"
     jax.config.update("jax_cpu_enable_async_dispatch", asynchronous)

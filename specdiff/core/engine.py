@@ -95,10 +95,11 @@ def _mobius(sampler) -> bool:
 
 def _mobius_output(sampler) -> bool:
     """DDIM at η = 0: outputs by the closed-form product of Möbius gains. With noise the
-    outputs take ``core.telescoped`` (η = 1) or the adjoint path (0 < η < 1): its row
-    recursion measured 1.3× / 2.4× / 3.3× faster than this path's log-space sum of the
-    noise at S = 10 / 100 / 1000 (DDPM, d = 3072, float32 value+grad of W2, ad hoc) and
-    equals it to 1e-14 in float64 (tests/core/test_adjoint.py)."""
+    outputs take ``core.telescoped`` (η = 1) or the adjoint path (0 < η < 1). Before the
+    telescoped path, DDPM's outputs took the adjoint path, whose row recursion measured
+    1.3× / 2.4× / 3.3× faster than this path's log-space sum of the noise at S = 10 / 100 /
+    1000 (d = 3072, float32 value+grad of W2, ad hoc) and equals it to 1e-14 in float64
+    (tests/core/test_adjoint.py)."""
     return _mobius(sampler) and sampler.deterministic
 
 
@@ -326,13 +327,11 @@ def block_size(steps: int, cap: int = 16384) -> int:
 
 
 def _kept_per_step(sampler) -> int:
-    """Numbers a block keeps per step and eigenvalue: 1 on the closed forms' paths, 2 on
-    the telescoped one (r² and r²q in its reverse pass), n + q (u_{k+1} and u_{k+1} B_k)
-    on the adjoint path."""
+    """Numbers a block keeps per step and eigenvalue: 1 on the Möbius and rational paths,
+    n + q on the paths with noise or history (adjoint: u_{k+1} and u_{k+1} B_k; telescoped,
+    n = q = 1: r² and r²q in its reverse pass)."""
     if _mobius_output(sampler) or _rational(sampler):
         return 1
-    if _telescoped(sampler):
-        return 2
     return sampler.state_size + sampler.noise_dim
 
 
