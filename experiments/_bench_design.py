@@ -202,6 +202,11 @@ def bench_design(quick, median_time, benchmark_spectrum, timing):
                 # to allocate section memory", twice in a row), killing the whole run.
                 row.update(scan_ms=None, speedup=None)
                 row["slow_label"] = "not run at S > 100 (memory maps, see the source)"
+            elif not jit_step and quick:
+                # Its first update alone compiles every eager operation (seconds): within
+                # --quick's budget it ran one iteration, which measures nothing.
+                row.update(scan_ms=None, speedup=None)
+                row["slow_label"] = "not run with --quick"
             else:
                 if not jit_step:
                     jax.clear_caches()

@@ -313,8 +313,9 @@ def _parse(argv):
         dest="nfe",
         nargs="+",
         type=int,
-        default=[5, 10, 20, 50],
-        help="denoiser-evaluation budgets (for DDIM/DDPM the steps S)",
+        default=None,
+        help="denoiser-evaluation budgets (for DDIM/DDPM the steps S); default 5 10 20 50,"
+        " with --quick 5 10",
     )
     p.add_argument("--seeds", type=int, default=3, help="sample sets per (schedule, NFE)")
     p.add_argument("--n", type=int, default=500, help="samples per set")
@@ -327,7 +328,9 @@ def _parse(argv):
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.nfe, args.seeds, args.n, args.kid_subsets = [5, 10], 2, 64, 2
+        args.seeds, args.n, args.kid_subsets = 2, 64, 2
+    if args.nfe is None:  # an --nfe given on the command line holds with --quick too
+        args.nfe = [5, 10] if args.quick else [5, 10, 20, 50]
     args.sampler = [s.strip() for s in args.sampler.split(",") if s.strip()]
     bad = [s for s in args.sampler if s not in sd.samplers.SAMPLERS]
     if bad or not args.sampler:

@@ -1,6 +1,9 @@
-"""Test configuration: float64 available everywhere (float32 tests pass explicit dtypes)."""
+"""Test configuration: float64 available everywhere (float32 tests pass explicit dtypes);
+one persistent compilation cache for the whole run."""
 
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -10,6 +13,34 @@ import pytest
 os.environ.setdefault("SPECDIFF_CACHE_DIR", "off")
 
 jax.config.update("jax_enable_x64", True)
+
+# One run's compilation cache, shared by the xdist workers and the subprocesses they start:
+# modules drop their compiled programs (below) and many compile the same ones again. It
+# starts empty on every run (a fresh folder), so every program is still compiled once.
+_RUN_CACHE = "SPECDIFF_TEST_RUN_CACHE"
+_CREATED = pytest.StashKey[str]()  # the folder this process made, removed at the end
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and _RUN_CACHE not in os.environ:
+        os.environ[_RUN_CACHE] = tempfile.mkdtemp(prefix="specdiff-tests-jax-")
+        config.stash[_CREATED] = os.environ[_RUN_CACHE]
+    path = os.environ[_RUN_CACHE]
+    # Read by jax at import in subprocesses; set directly here (jax is imported already).
+    os.environ.update(
+        JAX_COMPILATION_CACHE_DIR=path,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    path = config.stash.get(_CREATED, None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from experiments import fid_check
 
 
 def test_fid_check_quick_runs(tmp_path):
-    # One shipped denoiser keeps it inside the suite's budget (every dataset runs the same
-    # code; the full experiment runs both).
+    # One shipped denoiser and one NFE keep it inside the suite's budget (every dataset and
+    # budget runs the same code; the quick path runs two budgets, the full experiment four).
     fid_check.main(
-        ["--quick", "--datasets", "digits", "--sampler", "ddim,heun", "--out", str(tmp_path)]
+        ["--quick", "--datasets", "digits", "--sampler", "ddim,heun", "--nfe", "6"]
+        + ["--out", str(tmp_path)]
     )
     out = json.loads((tmp_path / "results.json").read_text())
     res = out["results"]
@@ -24,7 +25,7 @@ def test_fid_check_quick_runs(tmp_path):
     for ds in res.values():
         assert set(ds) == {"ddim", "heun"}
         for smp, per_sampler in ds.items():
-            assert set(per_sampler["steps"]) == {"5", "10"}
+            assert set(per_sampler["steps"]) == {"6"}
             for nfe, rows in per_sampler["steps"].items():
                 assert {"spectral", "linear", "cosine", "edm"} <= set(rows)
                 for row in rows.values():
@@ -36,7 +37,7 @@ def test_fid_check_quick_runs(tmp_path):
                 w2 = {name: row["gaussian_w2"] for name, row in rows.items()}
                 others = [v for name, v in w2.items() if name not in ("spectral", "spectral_tr")]
                 assert w2["spectral"] <= min(others) * (1 + 1e-6)
-    summary = out["summary"]["digits"]["heun"]["10"]["fd_classifier"]
+    summary = out["summary"]["digits"]["heun"]["6"]["fd_classifier"]
     assert summary["best_heuristic"] in fid_check.HEURISTIC_NAMES
     assert len(summary["spectral_minus_best_heuristic"]) == 2  # (mean, std) over seeds
     files = ["table.md", "fid_check.png"]
