@@ -50,3 +50,10 @@ def test_fid_check_rejects_unknown_sampler(tmp_path):
     with pytest.raises(SystemExit) as e:
         fid_check.main(["--quick", "--sampler", "ddim,nope", "--out", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_quick_keeps_an_explicit_nfe():
+    args, _ = fid_check._parse(["--quick"])
+    assert args.nfe == [5, 10] and args.seeds == 2 and args.n == 64
+    assert fid_check._parse(["--quick", "--nfe", "6"])[0].nfe == [6]
+    assert fid_check._parse([])[0].nfe == [5, 10, 20, 50]
