@@ -6,7 +6,9 @@ Holds ``DesignResult`` and ``design_schedule``, which runs in five stages:
 2. initialise: one compiled call (``problem._start_and_run``) evaluates every heuristic
    (moved onto fixed endpoints; they share S, so their grids are one batch), picks the
    start, runs the loop to the end (``progress=False``) or for a first segment, and judges
-   the outcome; with ``checkpoint_dir`` it only starts (``problem._start``);
+   the outcome (with the default ``progress=None``, a run too short ever to show its bar
+   is run again to the end by the same program); with ``checkpoint_dir`` it only starts
+   (``problem._start``);
 3. optimise: the rest of the compiled loop (``problem._segment``), segment by segment
    (``_run_loop``), with a tqdm bar and, given ``checkpoint_dir``, an orbax checkpoint
    between segments;
@@ -28,7 +30,6 @@ parameterisation and the loop itself are in ``problem``; the per-eigenvalue swee
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import NamedTuple
 
 import jax
@@ -58,8 +59,14 @@ from specdiff.design.problem import (
     _start_and_run,
     _State,
 )
+from specdiff.design.run_clock import RunClock
 
 SEGMENT_ITERS = 25
+# With the default progress=None, a run that its first segment did not finish and that
+# could not take longer than this (max_iter iterations at the first call's pace,
+# compilation excluded) would never show its bar: it is run again to the end by the
+# program already compiled instead of compiling the segment and finish programs.
+REDO_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,15 +158,16 @@ class _Host(NamedTuple):
     value: float
 
 
-def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label, t0=None):
+def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label, clock=None):
     """Drive a compiled loop segment by segment: progress bar and checkpoints between.
 
-    The bar appears once the run (begun at ``t0``, default now) has taken a second.
+    The bar appears once the run (``clock``, default started now) has taken a second,
+    compilation not counted.
     """
     from tqdm.auto import tqdm
 
     bar = None
-    t0 = time.perf_counter() if t0 is None else t0
+    clock = RunClock() if clock is None else clock
     while True:
         it = int(np.max(np.asarray(state.it)))
         done = bool(np.all(np.asarray(state.done) | (np.asarray(state.it) >= stop_total)))
@@ -168,7 +176,7 @@ def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label, t0=
         state = step_fn(state, it + SEGMENT_ITERS)
         if checkpoint is not None:
             checkpoint(state)
-        if progress is not False and bar is None and (progress or time.perf_counter() - t0 > 1.0):
+        if progress is not False and bar is None and (progress or clock.seconds() > 1.0):
             # Iterations run before the bar existed count as its start, not in its rate.
             now = int(np.max(np.asarray(state.it)))
             bar = tqdm(total=stop_total, initial=now, desc=total_label, leave=False)
@@ -235,7 +243,7 @@ def design_schedule(
       key: a typed PRNG key, used by ``init="random"``.
       checkpoint_dir: if given, the optimiser state is saved there with orbax between
         segments, and a rerun with the same arguments resumes from it.
-      progress: show a tqdm bar (None: only for runs longer than about a second).
+      progress: show a tqdm bar (None: for runs over a second, compilation not counted).
 
     Returns:
       ``DesignResult``; ``result.loss <= min(result.heuristics.values())`` always.
@@ -249,9 +257,9 @@ def design_schedule(
     """
     opts = _Options(optimizer, learning_rate, max_iter, tol, patience, weights, floor, dtype)
     setup = _validate(spectrum, steps, sampler, process, metric, endpoints, opts)
-    t0 = time.perf_counter()
-    start, state, fin = _initialise(setup, init, key, checkpoint_dir is None, progress)
-    state, fin = _optimise(setup, start, state, fin, checkpoint_dir, progress, t0)
+    clock = RunClock()
+    start, state, fin = _initialise(setup, init, key, checkpoint_dir is None, progress, clock)
+    state, fin = _optimise(setup, start, state, fin, checkpoint_dir, progress, clock)
     schedule, loss, host = _compare(setup, start, state, fin)
     return _report(setup, schedule, loss, host)
 
@@ -295,13 +303,15 @@ def _validate(spectrum, steps, sampler, process, metric, endpoints, opts: _Optio
 # --------------------------------------------------------------------------- 2. initialise
 
 
-def _initialise(setup: _Setup, init, key, run: bool, progress):
+def _initialise(setup: _Setup, init, key, run: bool, progress, clock):
     """(start, state, finish): every heuristic's loss (on the endpoints if fixed), the start
     they give and its initial state, in one compiled call.
 
     With ``run`` the same call also runs the loop, to the end (``progress=False``) or for
     a first segment, and judges its outcome: a design that converges within it takes one
-    compiled call (``finish`` is then ``_finish``'s outcome, else None).
+    compiled call (``finish`` is then ``_finish``'s outcome, else None). With
+    ``progress=None`` a short run the segment left unfinished (``REDO_SECONDS``) is run
+    again to the end by the same program.
     """
     cfg, data = setup.cfg, setup.data
     cands = _heuristic_candidates(cfg.steps, cfg.mode, setup.ends)
@@ -320,7 +330,18 @@ def _initialise(setup: _Setup, init, key, run: bool, progress):
         return _Start(cands, name, rho0, out), out[5], None
     stop = setup.max_iter if progress is False else SEGMENT_ITERS
     out, state, fin = _start_and_run(*args, stop)
+    if progress is None and _short_and_unfinished(state, setup.max_iter, clock):
+        out, state, fin = _start_and_run(*args, setup.max_iter)  # its stop is traced
     return _Start(cands, name, rho0, out), state, fin
+
+
+def _short_and_unfinished(state, max_iter: int, clock) -> bool:
+    """Whether the loop stopped before its end and the whole run, projected from the
+    iterations done so far, takes at most ``REDO_SECONDS`` (compilation excluded)."""
+    it, done = np.asarray(state.it), np.asarray(state.done)  # waits for the call
+    if bool(np.all(done | (it >= max_iter))):
+        return False
+    return clock.seconds() * max_iter / max(int(np.max(it)), 1) <= REDO_SECONDS
 
 
 def _start_grid(init, cands, cfg: _Config, ends, key):
@@ -357,7 +378,7 @@ def _random_grid(base, steps: int, key) -> np.ndarray:
 # --------------------------------------------------------------------------- 3. optimise
 
 
-def _optimise(setup: _Setup, start: _Start, state, fin, checkpoint_dir, progress, t0):
+def _optimise(setup: _Setup, start: _Start, state, fin, checkpoint_dir, progress, clock):
     """(state, finish): the compiled loop from ``state`` (or a checkpoint), at unit scale, to
     the end, segment by segment (progress bar, checkpoints); finish is None if it ran."""
     cfg, opt_data = setup.cfg, start.out[6]
@@ -375,7 +396,7 @@ def _optimise(setup: _Setup, start: _Start, state, fin, checkpoint_dir, progress
         return _segment(s, opt_data, stop, cfg)
 
     label = f"design S={cfg.steps}"
-    ran = _run_loop(step, state, setup.max_iter, progress, ckpt, label, t0)
+    ran = _run_loop(step, state, setup.max_iter, progress, ckpt, label, clock)
     if store is not None:
         store.close()
     return ran, (fin if ran is state else None)

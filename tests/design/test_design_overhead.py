@@ -35,9 +35,10 @@ def _spectrum(d, seed):
     return sd.Spectrum(rng.uniform(0.01, 3.0, d), rng.normal(0, 0.1, d))
 
 
-@pytest.mark.parametrize("progress", [False, None], ids=["one-call", "segments"])
+@pytest.mark.parametrize("progress", [False, True], ids=["one-call", "segments"])
 def test_second_call_compiles_nothing(progress, monkeypatch):
-    # Short segments: the segmented run needs the loop and the finish programs too.
+    # Short segments: the segmented run (a bar asked for) needs the loop and the finish
+    # programs too.
     monkeypatch.setattr("specdiff.design.optimise.SEGMENT_ITERS", 3)
     steps, d = 7, 11 if progress is False else 12  # shapes no other test uses
     first_spec, second_spec = _spectrum(d, 0), _spectrum(d, 1)  # (their own compilations)
@@ -56,8 +57,32 @@ def test_one_call_and_segments_agree(monkeypatch):
     spec = _spectrum(9, 2)
     whole = sd.design_schedule(spec, 6, sd.samplers.DDIM(), progress=False)
     monkeypatch.setattr("specdiff.design.optimise.SEGMENT_ITERS", 2)
-    parts = sd.design_schedule(spec, 6, sd.samplers.DDIM(), progress=None)
+    parts = sd.design_schedule(spec, 6, sd.samplers.DDIM(), progress=True)
     assert whole.iterations == parts.iterations > 4
     np.testing.assert_array_equal(whole.schedule.log_snr, parts.schedule.log_snr)
     np.testing.assert_array_equal(whole.history, parts.history)
     assert whole.heuristics == parts.heuristics and whole.init == parts.init
+
+
+@pytest.mark.parametrize("redo", [True, False], ids=["short-run-once", "long-run-segments"])
+def test_default_progress_finishes_a_short_run_in_one_program(redo, monkeypatch, capsys):
+    """progress=None: a run the first segment leaves unfinished is run again to the end by
+    the program already compiled when it is short (no bar, no loop or finish program), and
+    goes on in segments when it is not; both give the one-call design."""
+    monkeypatch.setattr("specdiff.design.optimise.SEGMENT_ITERS", 2)
+    if not redo:  # every run counts as long
+        monkeypatch.setattr("specdiff.design.optimise.REDO_SECONDS", -1.0)
+    spec = _spectrum(13 if redo else 14, 3)  # shapes no other test uses
+    kw = {"max_iter": 40}  # the pace bound: 40 iterations at the first call's pace
+    whole = sd.design_schedule(spec, 5, sd.samplers.DDIM(), progress=False, **kw)
+    capsys.readouterr()
+    with lowered_programs() as first:
+        auto = sd.design_schedule(spec, 5, sd.samplers.DDIM(), **kw)
+    assert auto.iterations == whole.iterations > 2  # the first segment did not finish it
+    np.testing.assert_array_equal(auto.schedule.log_snr, whole.schedule.log_snr)
+    np.testing.assert_array_equal(auto.history, whole.history)
+    if redo:
+        assert first == []  # the one-call program, compiled for `whole`, ran it all
+        assert "design S=5" not in capsys.readouterr().err  # a short run shows no bar
+    else:
+        assert len(first) == 2, first  # the loop's segments and the finish
