@@ -303,7 +303,7 @@ def _validate(spectrum, steps, sampler, process, metric, endpoints, opts: _Optio
 # --------------------------------------------------------------------------- 2. initialise
 
 
-def _initialise(setup: _Setup, init, key, run: bool, progress, clock):
+def _initialise(setup: _Setup, init, key, run: bool, progress, clock=None):
     """(start, state, finish): every heuristic's loss (on the endpoints if fixed), the start
     they give and its initial state, in one compiled call.
 
@@ -311,8 +311,9 @@ def _initialise(setup: _Setup, init, key, run: bool, progress, clock):
     a first segment, and judges its outcome: a design that converges within it takes one
     compiled call (``finish`` is then ``_finish``'s outcome, else None). With
     ``progress=None`` a short run the segment left unfinished (``REDO_SECONDS``) is run
-    again to the end by the same program.
+    again to the end by the same program. ``clock``: the run's, default started here.
     """
+    clock = RunClock() if clock is None else clock
     cfg, data = setup.cfg, setup.data
     cands = _heuristic_candidates(cfg.steps, cfg.mode, setup.ends)
     name, rho0 = _start_grid(init, cands, cfg, setup.ends, key)
