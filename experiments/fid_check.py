@@ -54,6 +54,7 @@ SCHEDULES = (
 DEFAULT_SCHEDULES = ("spectral", "spectral_tr", "linear", "cosine", "edm", "log_snr_uniform")
 HEURISTIC_NAMES = ("linear", "cosine", "edm", "log_snr_uniform")
 METRICS = ("fd_pixel", "fd_classifier", "kid_classifier")
+NFE, QUICK_NFE = (5, 10, 20, 50), (5, 10)  # --nfe's default, and with --quick
 
 
 def _schedules(spec, steps: int, sampler, names):
@@ -314,8 +315,8 @@ def _parse(argv):
         nargs="+",
         type=int,
         default=None,
-        help="denoiser-evaluation budgets (for DDIM/DDPM the steps S); default 5 10 20 50,"
-        " with --quick 5 10",
+        help="denoiser-evaluation budgets (for DDIM/DDPM the steps S); default "
+        f"{' '.join(map(str, NFE))}, with --quick {' '.join(map(str, QUICK_NFE))}",
     )
     p.add_argument("--seeds", type=int, default=3, help="sample sets per (schedule, NFE)")
     p.add_argument("--n", type=int, default=500, help="samples per set")
@@ -324,13 +325,13 @@ def _parse(argv):
     p.add_argument("--schedules", nargs="+", default=list(DEFAULT_SCHEDULES))
     p.add_argument("--kid-subsets", type=int, default=10)
     p.add_argument(
-        "--quick", action="store_true", help="smoke test: NFE ∈ {5, 10}, 2 seeds, 64 samples"
+        "--quick", action="store_true", help=f"smoke test: NFE {QUICK_NFE}, 2 seeds, 64 samples"
     )
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.n, args.kid_subsets = 2, 64, 2
     if args.nfe is None:  # an --nfe given on the command line holds with --quick too
-        args.nfe = [5, 10] if args.quick else [5, 10, 20, 50]
+        args.nfe = list(QUICK_NFE if args.quick else NFE)
     args.sampler = [s.strip() for s in args.sampler.split(",") if s.strip()]
     bad = [s for s in args.sampler if s not in sd.samplers.SAMPLERS]
     if bad or not args.sampler:

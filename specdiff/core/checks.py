@@ -57,9 +57,8 @@ def row_sums(a, rows):
 
     The reverse passes' sums over eigenvalues take their k weight vectors stacked as rows,
     each contiguous: stacked as the columns of a (d × k) operand they were written
-    interleaved first, which on CPU cost a kernel as long as the product itself (DDIM,
-    d = 49152, S = 10, float32 value+grad, synchronous dispatch, ad hoc: 0.72 against
-    0.85–0.89 ms; d = 3072, S = 30 0.19–0.21 against 0.23–0.25 ms; the same numbers).
+    interleaved first, which on CPU cost a kernel of its own (timings: BUILD_NOTES,
+    "Contiguous weight rows").
     """
     return jnp.einsum("md,kd->mk", a, rows, precision=FULL_PRECISION)
 

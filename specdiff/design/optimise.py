@@ -158,20 +158,24 @@ class _Host(NamedTuple):
     value: float
 
 
-def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label, clock=None):
+def _finished(state, stop_total: int) -> bool:
+    """Whether every problem of the loop's ``state`` has converged or reached ``stop_total``
+    iterations (waits for the call that made it)."""
+    return bool(np.all(np.asarray(state.done) | (np.asarray(state.it) >= stop_total)))
+
+
+def _run_loop(step_fn, state, stop_total, progress, checkpoint, total_label, clock):
     """Drive a compiled loop segment by segment: progress bar and checkpoints between.
 
-    The bar appears once the run (``clock``, default started now) has taken a second,
+    The bar appears once the run (``clock``, a ``RunClock``) has taken a second,
     compilation not counted.
     """
     from tqdm.auto import tqdm
 
     bar = None
-    clock = RunClock() if clock is None else clock
     while True:
         it = int(np.max(np.asarray(state.it)))
-        done = bool(np.all(np.asarray(state.done) | (np.asarray(state.it) >= stop_total)))
-        if done:
+        if _finished(state, stop_total):
             break
         state = step_fn(state, it + SEGMENT_ITERS)
         if checkpoint is not None:
@@ -339,10 +343,9 @@ def _initialise(setup: _Setup, init, key, run: bool, progress, clock=None):
 def _short_and_unfinished(state, max_iter: int, clock) -> bool:
     """Whether the loop stopped before its end and the whole run, projected from the
     iterations done so far, takes at most ``REDO_SECONDS`` (compilation excluded)."""
-    it, done = np.asarray(state.it), np.asarray(state.done)  # waits for the call
-    if bool(np.all(done | (it >= max_iter))):
+    if _finished(state, max_iter):
         return False
-    return clock.seconds() * max_iter / max(int(np.max(it)), 1) <= REDO_SECONDS
+    return clock.seconds() * max_iter / max(int(np.max(np.asarray(state.it))), 1) <= REDO_SECONDS
 
 
 def _start_grid(init, cands, cfg: _Config, ends, key):
