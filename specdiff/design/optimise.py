@@ -68,10 +68,10 @@ SEGMENT_ITERS = 25
 # excluded) would never show its bar: it is run again to the end by the program already
 # compiled instead of compiling the segment and finish programs.
 REDO_SECONDS = 1.0
-# A cold first call also pays one-time costs that are not compilation (~15 ms for a design
-# at d = 50, S = 8, against 1.5 ms warm), enough to make a short run look long. Where its
-# pace projects to at most this many times REDO_SECONDS, the segment is timed once more,
-# warm (at most RECHECK · REDO_SECONDS · SEGMENT_ITERS / max_iter seconds).
+# A cold first call also pays one-time costs that are not compilation (17 ms for a design
+# at d = 50, S = 8, against 1.5 ms warm, one ad-hoc run), enough to make a short run look
+# long. Where its pace projects to at most this many times REDO_SECONDS, the segment is
+# timed once more, warm (at most RECHECK · REDO_SECONDS · SEGMENT_ITERS / max_iter seconds).
 RECHECK = 4.0
 
 
