@@ -37,9 +37,16 @@ from specdiff.design import problem as D
 DDIM = sd.samplers.DDIM()
 
 
+def _options(optimizer):
+    """``design_schedule``'s defaults (learning rate, max_iter, tol, patience)."""
+    return O._Options(optimizer, 1e-2, 1000, None, 5, None, None, None)
+
+
 def _problem(spec, steps):
     dt = np.asarray(spec.eigenvalues).dtype
-    cfg = D._Config(steps, "vp", DDIM, "w2", "free", "lbfgs", 0.0, None, 1e-6, 5)
+    # design_schedule's own configuration (L-BFGS, its defaults): the compiled loop below
+    # is then the very program that ``_loop_setup`` times, compiled once for both.
+    cfg = O._validate(spec, steps, DDIM, "vp", "w2", None, _options("lbfgs")).cfg
     data = D._Data(spec.anonymous(), jnp.zeros(2, dt), jnp.ones(spec.dim, dt))
     rho0 = max(
         sd.schedules.heuristics(steps).items(),
@@ -64,13 +71,15 @@ def _python_loop(spec, steps, target, budget, jit_step):
         upd, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=fun)
         return optax.apply_updates(theta, upd), state, value
 
+    def init(theta):
+        # optax's initial state holds weakly typed scalars, the state after a step does not:
+        # strongly typed from the start, the jitted step compiles once, not twice.
+        return jax.tree.map(lambda x: jnp.asarray(x, x.dtype), opt.init(theta))
+
     if jit_step:
         step = jax.jit(step)
-        # Compile outside the timing, for both state signatures: optax's initial state is
-        # weakly typed, the state after one step is not.
-        th1, st1, _ = step(theta, opt.init(theta))
-        jax.block_until_ready(step(th1, st1))
-    state = opt.init(theta)
+        jax.block_until_ready(step(theta, init(theta)))  # compiled outside the timing
+    state = init(theta)
     t0 = time.perf_counter()
     it = 0
     while True:
@@ -99,8 +108,7 @@ def _compiled_to_target(spec, steps, target, median_time):
 def _loop_setup(spec, steps, optimizer):
     """The compiled loop that ``design_schedule`` runs, alone (the same start, at unit
     scale, to the end): (a call of it, its iterations, the start, the setup)."""
-    opts = O._Options(optimizer, 1e-2, 1000, None, 5, None, None, None)
-    setup = O._validate(spec, steps, DDIM, "vp", "w2", None, opts)
+    setup = O._validate(spec, steps, DDIM, "vp", "w2", None, _options(optimizer))
     start, state, _ = O._initialise(setup, "best", None, False, False)
     data = start.out[6]
     end = D._segment(state, data, setup.max_iter, setup.cfg)

@@ -128,7 +128,8 @@ def _measure(workload: str, devices: int, cfg: dict, forced: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), SPECDIFF_CACHE_DIR="off")
     env.pop("SPECDIFF_DEVICES", None)
     if forced:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = flags.strip()
         env["JAX_PLATFORMS"] = "cpu"
     else:
         env["SPECDIFF_DEVICES"] = str(devices)

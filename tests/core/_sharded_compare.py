@@ -37,18 +37,26 @@ def _problem(d, seed):
     return spec, weights
 
 
-def _public(spec, smp, levels, metric, grad):
-    """Moments, H, every metric, and (``grad``) one metric's gradient w.r.t. the VP levels.
+# Every metric of (spectrum, moments), one jitted function per device count: a function
+# shared by the samplers of one d (the divergences do not depend on the sampler), and none
+# shared between selections, so no program compiled for another selection is reused.
+_DIVERGENCES = {
+    n: jax.jit(lambda s, mo: jnp.stack([sd.divergence(s, mo, m) for m in sd.METRICS]))
+    for n in (1, 4)
+}
 
-    The divergences and the gradient run under a ``jit`` made here, inside the device
-    selection (one compilation instead of one per eager operation; a fresh function, so no
-    program compiled for another selection is reused).
+
+def _public(spec, smp, levels, metric, grad, n):
+    """Moments, H, every metric, and (``grad``) one metric's gradient w.r.t. the VP levels,
+    on ``n`` devices.
+
+    The divergences and the gradient run under ``jit`` (one compilation instead of one per
+    eager operation); the gradient's function is made here, inside the device selection.
     """
     sch = sd.Schedule(levels, "vp")
     mom = sd.output_moments(spec, sch, smp)
-    divs = jax.jit(lambda mo: jnp.stack([sd.divergence(spec, mo, m) for m in sd.METRICS]))
     out = {"mean": mom.mean, "var": mom.var, "H": sd.transfer_function(spec, sch, smp)}
-    out["div"] = divs(mom)
+    out["div"] = _DIVERGENCES[n](spec, mom)
     if grad:
 
         def div(lv):
@@ -86,7 +94,7 @@ def _case(name, d, k):
     runs, evidence = {}, {}
     for n in (1, 4):
         with mesh.use_devices(n):
-            out, mom = _public(spec, smp, levels, metric, grad=not fused)
+            out, mom = _public(spec, smp, levels, metric, grad=not fused, n=n)
             m_ = sharded.active_mesh()
             text = ""
             if fused:

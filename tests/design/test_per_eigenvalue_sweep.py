@@ -236,7 +236,8 @@ _MULTI = textwrap.dedent(
 def test_four_devices_equal_one_device():
     """Float64 on 4 forced host devices, 7 and 3 problems (padded to equal shares): the
     sharded sweep equals the one-device sweep bit for bit."""
-    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    env = os.environ | {"XLA_FLAGS": flags.strip()}
     env.pop("SPECDIFF_DEVICES", None)
     args = [json.dumps(LAM.tolist()), json.dumps(MEAN.tolist())]
     proc = subprocess.run(

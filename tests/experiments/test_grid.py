@@ -69,7 +69,7 @@ def _assert_same(got, want):
 def _env(cache, devices=1, **extra):
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
         SPECDIFF_CACHE_DIR=str(cache),
         JAX_PLATFORMS="cpu",
         PYTHONPATH=str(ROOT),
