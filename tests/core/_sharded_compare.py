@@ -37,9 +37,9 @@ def _problem(d, seed):
     return spec, weights
 
 
-# Every metric of (spectrum, moments), one jitted function per device count: a function
-# shared by the samplers of one d (the divergences do not depend on the sampler), and none
-# shared between selections, so no program compiled for another selection is reused.
+# Every metric of (spectrum, moments), one jitted function per device count: it compiles
+# once per d (the divergences do not depend on the sampler), and no program compiled for
+# one device selection is reused for another.
 _DIVERGENCES = {
     n: jax.jit(lambda s, mo: jnp.stack([sd.divergence(s, mo, m) for m in sd.METRICS]))
     for n in (1, 4)

@@ -68,8 +68,9 @@ def _assert_same(got, want):
 
 def _env(cache, devices=1, **extra):
     env = dict(os.environ)
+    flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     env.update(
-        XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=flags.strip(),
         SPECDIFF_CACHE_DIR=str(cache),
         JAX_PLATFORMS="cpu",
         PYTHONPATH=str(ROOT),
