@@ -43,11 +43,10 @@ def _options(optimizer):
 
 
 def _problem(spec, steps):
-    dt = np.asarray(spec.eigenvalues).dtype
-    # design_schedule's own configuration (L-BFGS, its defaults): the compiled loop below
-    # is then the very program that ``_loop_setup`` times, compiled once for both.
-    cfg = O._validate(spec, steps, DDIM, "vp", "w2", None, _options("lbfgs")).cfg
-    data = D._Data(spec.anonymous(), jnp.zeros(2, dt), jnp.ones(spec.dim, dt))
+    # design_schedule's own set-up (L-BFGS, its defaults): the compiled loop below is then
+    # the very program that ``_loop_setup`` times, compiled once for both.
+    setup = O._validate(spec, steps, DDIM, "vp", "w2", None, _options("lbfgs"))
+    cfg, data, dt = setup.cfg, setup.data, setup.dtype
     rho0 = max(
         sd.schedules.heuristics(steps).items(),
         key=lambda kv: -float(sd.divergence(spec, sd.output_moments(spec, kv[1], DDIM), "w2")),

@@ -125,12 +125,11 @@ def _child() -> None:
 
 
 def _measure(workload: str, devices: int, cfg: dict, forced: bool) -> dict:
+    from experiments._common import forced_cpu_devices
+
     env = dict(os.environ, PYTHONPATH=str(ROOT), SPECDIFF_CACHE_DIR="off")
-    env.pop("SPECDIFF_DEVICES", None)
     if forced:
-        flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
-        env["XLA_FLAGS"] = flags.strip()
-        env["JAX_PLATFORMS"] = "cpu"
+        env = forced_cpu_devices(devices, env)
     else:
         env["SPECDIFF_DEVICES"] = str(devices)
     code = "from experiments._bench_distributed import _child; _child()"

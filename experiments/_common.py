@@ -37,6 +37,17 @@ class _Devices(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def forced_cpu_devices(n: int, env=None) -> dict:
+    """A copy of ``env`` (default: this process's environment) for a subprocess on ``n``
+    forced host CPU devices: the device count appended to its ``XLA_FLAGS`` (read when jax
+    starts; the caller's own flags are kept), ``JAX_PLATFORMS=cpu``, no ``SPECDIFF_DEVICES``."""
+    env = dict(os.environ if env is None else env)
+    flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    env.update(XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+    env.pop("SPECDIFF_DEVICES", None)
+    return env
+
+
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     """The experiment's argument parser; also turns on the persistent compilation cache
     (``SPECDIFF_CACHE_DIR``, see ``specdiff.core.compile_cache``) and joins a multi-process

@@ -103,7 +103,7 @@ def _table(rows) -> str:
 
 
 def main(argv=None) -> None:
-    from experiments._common import Run, parser
+    from experiments._common import Run, forced_cpu_devices, parser
 
     p = parser("_scaleout_memory", __doc__.split("\n\n")[0])
     p.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES))
@@ -111,9 +111,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.worker:
         return _worker(args.dtype[0])
-    env = dict(os.environ, JAX_PLATFORMS="cpu", SPECDIFF_CACHE_DIR="off")
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
-    env.pop("SPECDIFF_DEVICES", None)
+    env = forced_cpu_devices(8, dict(os.environ, SPECDIFF_CACHE_DIR="off"))
     rows = []
     for dtype in args.dtype:  # one process per dtype: float64 needs jax_enable_x64 from start
         cmd = [sys.executable, "-m", "experiments._scaleout_memory", "--worker", "--dtype", dtype]

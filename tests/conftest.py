@@ -10,8 +10,7 @@ import tempfile
 
 # Most of the suite's time is XLA compiling programs that then run for milliseconds. XLA's
 # CPU fusion emitters (its default) compile them more slowly than its older elemental
-# emitter: the whole suite took 7 min 55 s with the flag below against 10 min 55 s and
-# 11 min 39 s without it, on one 2-core machine (BUILD_NOTES, issue 13). The programs compute
+# emitter (the suite's times both ways: BUILD_NOTES, issue 13, twelfth pass). The programs compute
 # the same mathematics (round-off may differ in the last bits), and every process of a run
 # (xdist workers and the subprocesses the tests start, which append to XLA_FLAGS) compiles
 # the same way. SPECDIFF_TEST_XLA_DEFAULTS=1 runs the suite at XLA's defaults instead. The

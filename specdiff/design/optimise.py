@@ -68,10 +68,10 @@ SEGMENT_ITERS = 25
 # excluded) would never show its bar: it is run again to the end by the program already
 # compiled instead of compiling the segment and finish programs.
 REDO_SECONDS = 1.0
-# A cold first call also pays one-time costs that are not compilation (17 ms for a design
-# at d = 50, S = 8, against 1.5 ms warm, one ad-hoc run), enough to make a short run look
-# long. Where its pace projects to at most this many times REDO_SECONDS, the segment is
-# timed once more, warm (at most RECHECK · REDO_SECONDS · SEGMENT_ITERS / max_iter seconds).
+# A cold first call also pays one-time costs that are not compilation (BUILD_NOTES, issue
+# 13, eleventh pass), enough to make a short run look long. Where its pace projects to at
+# most this many times REDO_SECONDS, the segment is timed once more, warm (at most
+# RECHECK · REDO_SECONDS · SEGMENT_ITERS / max_iter seconds).
 RECHECK = 4.0
 
 
@@ -391,7 +391,7 @@ def _start_grid(init, cands, cfg: _Config, ends, key):
 @functools.partial(jax.jit, static_argnums=1)
 def _random_draws(key, n: int):
     """(n,) and () standard normals from ``key``, in one compiled call (eagerly, the split
-    and the two draws compiled four programs: 0.30 s against 0.23 s, one cold run each)."""
+    and the two draws compiled four programs)."""
     k1, k2 = jax.random.split(key)
     return jax.random.normal(k1, (n,)), jax.random.normal(k2, ())
 

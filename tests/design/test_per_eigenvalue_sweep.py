@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import specdiff as sd
+from experiments._common import forced_cpu_devices
 from specdiff.design import one_eigenvalue
 from specdiff.design import problem as P
 from specdiff.design.common import _heuristic_candidates, _tol
@@ -236,9 +237,7 @@ _MULTI = textwrap.dedent(
 def test_four_devices_equal_one_device():
     """Float64 on 4 forced host devices, 7 and 3 problems (padded to equal shares): the
     sharded sweep equals the one-device sweep bit for bit."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    env = os.environ | {"XLA_FLAGS": flags.strip()}
-    env.pop("SPECDIFF_DEVICES", None)
+    env = forced_cpu_devices(4)
     args = [json.dumps(LAM.tolist()), json.dumps(MEAN.tolist())]
     proc = subprocess.run(
         [sys.executable, "-c", _MULTI, *args],

@@ -7,7 +7,6 @@ persistent compilation cache so each compiles little.
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from experiments import grid
+from experiments._common import forced_cpu_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ["--datasets", "synthetic_ata", "--samplers", "ddim", "--steps", "3", "--metrics", "w2",
@@ -67,16 +67,9 @@ def _assert_same(got, want):
 
 
 def _env(cache, devices=1, **extra):
-    env = dict(os.environ)
-    flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
-    env.update(
-        XLA_FLAGS=flags.strip(),
-        SPECDIFF_CACHE_DIR=str(cache),
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=str(ROOT),
-    )
+    env = forced_cpu_devices(devices)
+    env.update(SPECDIFF_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
     for k in (
-        "SPECDIFF_DEVICES",
         "SPECDIFF_COORDINATOR",
         "SPECDIFF_NUM_PROCESSES",
         "SPECDIFF_PROCESS_ID",
