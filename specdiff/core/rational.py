@@ -16,9 +16,9 @@ the DDIM/DDPM path's product of Möbius gains generalised from E = 1 to any E:
 - forward: the gains of ``_CHUNK`` steps multiplied together, one log per chunk (a fused
   pass over (steps × eigenvalues), no loop over steps);
 - reverse (written out): ∂ log|N_k|/∂c_ki = λ^i/N_k and ∂ log(λ + s²)/∂s² = 1/(λ + s²),
-  summed over eigenvalues against the cotangent: matrix products of two (steps × block)
-  reciprocal arrays (1/N_k, and one for all E calls' 1/(λ + s²): ``_denominator_sums``)
-  with (block × (E + 1)) and (block × E) columns, no autodiff transpose of the products.
+  summed over eigenvalues against the cotangent: one (steps × block) array of
+  1/(N_k·∏_j (λ + s_kj²)) (scaled) and one matrix product with (E + 1)² columns
+  (``_bwd``), no autodiff transpose of the products.
 
 A gain can be negative for a large step of a high-order sampler: the product keeps its
 sign apart (log |H| and sign H). Where a gain is exactly 0 (H = 0 exactly), the reverse
@@ -134,7 +134,7 @@ def _safe_inverse(x):
 def unit_parts(lam):
     """(u, v) = (1/(1 + λ), λ/(1 + λ)), u + v = 1: the reverse passes' per-eigenvalue
     weights. A factor v + c·u lies between min(1, c) and max(1, c) whatever λ ≥ 0 is, so
-    products of such factors keep the range of their coefficients (``_denominator_sums``,
+    products of such factors keep the range of their coefficients (``_bwd``,
     ``engine._mobius_sums``)."""
     u = 1.0 / (1.0 + lam)
     return u, lam * u
@@ -149,52 +149,67 @@ def _elementary(xs):
     return e
 
 
-def _denominator_sums(lam, ct, s2):
-    """(Σ_d ct/(λ + s_kj²) per step k and call j (M, E), Σ_k Σ_j 1/(λ + s_kj²) per λ).
-
-    From one division per step and eigenvalue: with u = 1/(1 + λ), v = λu and
-    R = 1/∏_j (v + s_j² u) = u⁻ᴱ/∏_j (λ + s_j²),
-
-        1/(λ + s_j²) = u·R·∏_{l≠j} (v + s_l² u) = Σ_m e_{E−1−m}(s²_{l≠j})·u^{E−m} v^m·R,
-
-    so the E sums of each step are combinations of R @ [ct u^{E−m} v^m]_m, one
-    (M × d) @ (d × E) product instead of E reciprocal arrays and products (Heun, float32
-    value+grad, ad hoc: d = 3072, S = 10 / 100 / 1000 0.104 / 0.219–0.242 / 2.20 against
-    0.130–0.147 / 0.238–0.556 / 2.25–2.62 ms). Each factor v + s² u lies between
-    min(1, s²) and max(1, s²) (``unit_parts``); all the coefficients are positive, so no
-    sum cancels.
-    """
-    calls = s2.shape[-1]
-    u, v = unit_parts(lam)
-    rr = 1.0 / _product([v + s2[:, j, None] * u for j in range(calls)])  # (M, d)
-    mono = jnp.stack([u ** (calls - m) * v**m for m in range(calls)])  # (E, d)
-    x = row_sums(rr, ct * mono)  # (M, E)
-    sums, per_power = [], [0.0] * calls
-    for j in range(calls):
-        e = _elementary([s2[:, i] for i in range(calls) if i != j])
-        sums.append(sum(e[calls - 1 - m] * x[:, m] for m in range(calls)))
-        per_power = [per_power[m] + e[calls - 1 - m] for m in range(calls)]
-    per_power = jnp.stack([jnp.broadcast_to(c, s2.shape[:1]) for c in per_power]).astype(rr.dtype)
-    d_lam = jnp.sum(mono * matmul(per_power, rr), axis=0)  # one (E × M) @ (M × d) product
-    return jnp.stack(sums, -1), d_lam
-
-
 def _bwd(res, cts):
+    """The reverse pass: every sum over eigenvalues from one (M × d) array and one product.
+
+    The cotangent of Σ_k log|g_k| needs, per step k, Σ_d ct·λ^i/N_k (∂/∂c_ki) and
+    Σ_d ct/(λ + s_kj²) (∂/∂s_kj²). With u = 1/(1 + λ), v = λu and
+    P_k = ∏_j (v + s_kj² u) = u^E ∏_j (λ + s_kj²) = Σ_m e_m(s_k²) u^m v^(E−m), take
+
+        t = L_k/(N_k·P_k),  L_k = ∏_j min(1, s_kj²) ≤ P_k (so |t| ≤ 1/|N_k|),
+
+    one division per step and eigenvalue, and X[k, i, m] = Σ_d t·ct·λ^i u^m v^(E−m), one
+    (M × d) @ (d × (E + 1)²) product. Then 1/N_k = t·P_k/L_k gives
+    Σ_d ct λ^i/N_k = Σ_m (e_m/L_k)·X[k, i, m], and 1/P_k = t·N_k/L_k gives
+    Σ_d ct u^(E−m) v^m/P_k = Σ_i c_ki·X[k, i, E−m]/L_k, from which
+    1/(λ + s_j²) = u·∏_{l≠j} (v + s_l² u)/P_k = Σ_m e_(E−1−m)(s²_{l≠j})·u^(E−m) v^m/P_k.
+    The per-eigenvalue ∂/∂λ comes from one (rows × M) @ (M × d) product the same way.
+    Where N_k(λ) = 0 exactly, t = 0 (as 1/N was before): a finite gradient there.
+
+    Until the thirteenth pass of issue 13 the reverse pass built 1/N_k and 1/P_k as two
+    arrays with a product each (BUILD_NOTES, "Thirteenth pass"). Near a zero of N_k the
+    sums through 1/P_k are now combinations Σ_i c_ki(…) whose terms cancel, so their
+    error grows like that of the ∂/∂c_ki sums, which is there in either form (1/N_k is
+    large); tested at eigenvalues 1e-8 from a zero.
+    """
     lam, c, s2 = res
     ct = cts[0]  # the sign is piecewise constant: no cotangent flows through it
-    inv_num = _safe_inverse(_numerator(c[:, None, :], lam))  # (M, d)
+    calls = s2.shape[-1]
+    steps = c.shape[:1]
+    u, v = unit_parts(lam)
+    uv = [u**m * v ** (calls - m) for m in range(calls + 1)]  # u^m v^(E−m)
     powers = [jnp.ones_like(lam)]
-    for _ in range(c.shape[-1] - 1):
+    for _ in range(calls):
         powers.append(powers[-1] * lam)
-    d_c = row_sums(inv_num, jnp.stack([ct * p for p in powers]))  # Σ_d ct λ^i / N_k
-    # ∂N/∂λ = Σ_i i c_i λ^(i−1): its sum over k against 1/N_k, per eigenvalue.
-    d_lam = 0.0
-    for i in range(1, c.shape[-1]):
-        d_lam = d_lam + i * powers[i - 1] * matmul(c[:, i], inv_num)
-    if not s2.shape[-1]:
-        return ct * d_lam, d_c, jnp.zeros_like(s2)
-    sums, d_lam_den = _denominator_sums(lam, ct, s2)
-    return ct * (d_lam - d_lam_den), d_c, -sums
+    low = _product([jnp.minimum(1.0, s2[:, j]) for j in range(calls)])
+    e = [jnp.broadcast_to(x / low, steps) for x in _elementary(list(s2.T))]  # e_m/L
+    inv_low = jnp.broadcast_to(1.0 / low, steps)
+    pu = sum(e[m][:, None] * uv[m] for m in range(calls + 1))  # P_k/L_k ≥ 1, (M, d)
+    t = _safe_inverse(_numerator(c[:, None, :], lam) * pu)
+    cols = jnp.stack([ct * powers[i] * uv[m] for i in range(calls + 1) for m in range(calls + 1)])
+    x = row_sums(t, cols).reshape(steps + (calls + 1, calls + 1))  # X[k, i, m]
+    d_c = sum(e[m][:, None] * x[:, :, m] for m in range(calls + 1))  # Σ_d ct λ^i/N_k
+    # Σ_d ct u^(E−m) v^m/P_k for m < E, and the weights of 1/(λ + s_j²) on them.
+    x_p = [
+        inv_low * sum(c[:, i] * x[:, i, calls - m] for i in range(calls + 1)) for m in range(calls)
+    ]
+    others = [_elementary([s2[:, i] for i in range(calls) if i != j]) for j in range(calls)]
+    d_s2 = [-sum(others[j][calls - 1 - m] * x_p[m] for m in range(calls)) for j in range(calls)]
+    # ∂/∂λ per eigenvalue: Σ_k Σ_i i c_ki λ^(i−1)/N_k − Σ_k Σ_j 1/(λ + s_kj²).
+    rows, monomials = [], []
+    for i in range(1, calls + 1):
+        for m in range(calls + 1):
+            rows.append(i * c[:, i] * e[m])
+            monomials.append(powers[i - 1] * uv[m])
+    for m in range(calls):
+        weight = inv_low * sum(others[j][calls - 1 - m] for j in range(calls))
+        for i in range(calls + 1):
+            rows.append(-weight * c[:, i])
+            monomials.append(uv[calls - m] * powers[i])
+    r = matmul(jnp.stack([jnp.broadcast_to(w, steps) for w in rows]).astype(t.dtype), t)
+    d_lam = jnp.sum(jnp.stack(monomials) * r, axis=0)
+    d_s2 = jnp.stack(d_s2, -1) if calls else jnp.zeros_like(s2)
+    return ct * d_lam, d_c, d_s2
 
 
 log_gain_product.defvjp(_fwd, _bwd)

@@ -106,6 +106,44 @@ def test_gain_product_and_its_vjp_equal_the_plain_definition(calls, d):
         np.testing.assert_allclose(gc, gp, rtol=1e-9, atol=1e-11)
 
 
+def test_vjp_near_a_zero_of_a_gain():
+    """An eigenvalue 1e-8 (relative) from a zero of N_k: the reverse pass takes every sum
+    from 1/(N_k·P_k), so the ∂/∂s² sums are combinations whose terms cancel there. They
+    stay as close to autodiff of the plain definition as the ∂/∂c sums (1/N_k itself is
+    ~1e8 there), in float64."""
+    rng = np.random.default_rng(0)
+    c = jnp.asarray(rng.uniform(0.5, 2.0, (45, 3))).at[3, 0].set(-0.7)
+    s2 = jnp.asarray(np.exp(rng.uniform(-9.0, 9.0, (45, 2))))
+    root = max(r.real for r in np.roots(np.asarray(c[3])[::-1]) if abs(r.imag) < 1e-12)
+    lam = jnp.asarray(np.concatenate([[root * (1 + 1e-8)], rng.lognormal(0, 2, 39)]))
+    w = jnp.asarray(rng.normal(size=40))
+    got = jax.grad(lambda *a: jnp.dot(w, rational.log_gain_product(*a)[0]), (0, 1, 2))
+    want = jax.grad(lambda *a: jnp.dot(w, _plain(*a)[0]), (0, 1, 2))
+    for g, r in zip(got(lam, c, s2), want(lam, c, s2)):
+        np.testing.assert_allclose(g, r, rtol=1e-7)
+
+
+def test_vjp_float32_at_tiny_levels_and_gains():
+    """Levels s² = 1e-12 and gains ~1e-20 at eigenvalues down to 1e-10: N_k·P_k is ~1e-40
+    there (float32 denormal, its reciprocal inf); scaled by ∏_j min(1, s_kj²) it is not.
+    float32 gradients are finite and match float64."""
+    lam = np.concatenate([[1e-10, 1e-8], np.logspace(-3, 1, 30)])
+    c = np.full((5, 3), 1e-20)
+    s2 = np.full((5, 2), 1e-12)
+    s2[1:] = [[0.5, 2.0]] * 4
+    c[1:] = 1.0
+    w = np.random.default_rng(1).normal(size=lam.size)
+    grads = [
+        jax.grad(lambda *a: jnp.dot(a[3], rational.log_gain_product(*a[:3])[0]), (0, 1, 2))(
+            *(jnp.asarray(x, dtype) for x in (lam, c, s2, w))
+        )
+        for dtype in (jnp.float32, jnp.float64)
+    ]
+    for g32, g64 in zip(*grads):
+        assert np.all(np.isfinite(g32))
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5 * np.abs(g64).max())
+
+
 def test_zero_gain_gives_a_finite_gradient():
     lam = jnp.asarray([0.5, 1.0, 2.0])
     c = jnp.asarray([[-0.5, 1.0], [1.0, 1.0]])  # step 0: N(λ) = λ − 0.5 is 0 at λ = 0.5
