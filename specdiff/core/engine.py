@@ -276,13 +276,13 @@ def _output(lam, m, schedule, sampler, transfer: bool = False, coeffs=None):
 
 # Elements of one (steps × block) temporary: 2²⁰ float32 = 4 MiB on the Möbius path.
 _BLOCK_ELEMENTS = 2**20
-# The rational path (``core.rational``: one-state deterministic samplers) keeps E + 2
-# (steps × block) arrays in its reverse pass. Heun, float32, value+grad of W2 (ad-hoc
-# timings): fastest near S·block ≈ 2¹⁶ (d = 3072, S = 1000: 2.3 ms at 256 a block, 11.6 ms
-# unblocked), and without the loop over blocks while S·d ≤ 3·2¹⁷ (d = 3072, S = 100:
-# 0.31 ms unblocked, 0.69 ms in blocks of 256).
-_RATIONAL_ELEMENTS = 2**16
-_RATIONAL_WHOLE = 3 * 2**17
+# The rational path (``core.rational``: one-state deterministic samplers) keeps one
+# (steps × block) array in its reverse pass, and about (E + 1)² ≤ 16 (block,) columns. It
+# runs in one piece while d·(S + 16) ≤ 3·2²¹, else in blocks of S·block ≈ 2¹⁸ (timings:
+# BUILD_NOTES, "Thirteenth pass").
+_RATIONAL_ELEMENTS = 2**18
+_RATIONAL_WHOLE = 3 * 2**21
+_RATIONAL_COLUMNS = 16
 # The adjoint path (``core.adjoint``: samplers with history or noise) keeps n + q numbers
 # per step and eigenvalue (u_{k+1} and u_{k+1} B_k) for its reverse pass; blocks
 # recompute its forward scan. DPM++ 2M SDE (n + q = 3), float32 value+grad of W2 (ad-hoc
@@ -347,10 +347,11 @@ def default_block(steps: int, sampler, d: int | None = None) -> int:
     if _mobius_output(sampler) or _telescoped(sampler):
         return block_size(steps, cap=_MOBIUS_CAP)
     if _rational(sampler):
-        whole, target = _RATIONAL_WHOLE, _RATIONAL_ELEMENTS // max(1, steps)
-    else:
-        kept = _kept_per_step(sampler)
-        whole, target = _ADJOINT_WHOLE // kept, _ADJOINT_ELEMENTS // max(1, steps * kept)
+        if d is not None and d * (steps + _RATIONAL_COLUMNS) <= _RATIONAL_WHOLE:
+            return d
+        return _power_of_two(_RATIONAL_ELEMENTS // max(1, steps), 256, 16384)
+    kept = _kept_per_step(sampler)
+    whole, target = _ADJOINT_WHOLE // kept, _ADJOINT_ELEMENTS // max(1, steps * kept)
     if d is not None and d * steps <= whole:
         return d
     return _power_of_two(target, 256, 16384)

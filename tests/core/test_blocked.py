@@ -70,7 +70,7 @@ def test_temporaries_do_not_grow_with_d(name):
     """XLA's temporaries of value+grad do not grow with d: no S×d array is ever live.
 
     Between the smallest d the engine blocks (4 blocks or more) and 4× that d an S×d
-    temporary would make them 4× larger.
+    temporary would add S = 64 float32 per added eigenvalue; they add fewer than 16.
     """
     steps = 64
     sampler = sd.samplers.from_name(name)
@@ -91,4 +91,6 @@ def test_temporaries_do_not_grow_with_d(name):
         return compiled.memory_analysis().temp_size_in_bytes
 
     small, large = temp_bytes(d), temp_bytes(4 * d)
-    assert large < 1.5 * small + 16 * block * 4 * 8, (small, large)
+    # 3d more eigenvalues: an S×d temporary adds S = 64 float32 each; the (d,) vectors of
+    # any implementation (outputs, cotangents) a few.
+    assert large - small < 3 * d * 16 * 4, (small, large, d)

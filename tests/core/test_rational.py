@@ -168,7 +168,9 @@ def test_path_choice():
     assert not any(engine._rational(s) for s in off)
     heun = sd.samplers.from_name("heun")
     assert engine.default_block(100, heun, 3072) == 3072  # small: no loop over blocks
-    assert engine.default_block(1000, heun, 3072) == 64 * 4  # S·block ≈ 2¹⁶
+    assert engine.default_block(1000, heun, 3072) == 3072  # d·(S + 16) ≤ 3·2²¹
+    assert engine.default_block(1000, heun, 49152) == 256  # S·block ≈ 2¹⁸
+    assert engine.default_block(10, heun, 786432) == 16384
     assert 256 <= engine.default_block(10**5, heun) <= engine.default_block(1, heun) <= 16384
 
 
