@@ -125,8 +125,9 @@ def test_vjp_near_a_zero_of_a_gain():
 
 def test_vjp_float32_at_tiny_levels_and_gains():
     """Levels s² = 1e-12 and gains ~1e-20 at eigenvalues down to 1e-10: N_k·P_k is ~1e-40
-    there (float32 denormal, its reciprocal inf); scaled by ∏_j min(1, s_kj²) it is not.
-    float32 gradients are finite and match float64."""
+    there, under float32's smallest normal number (unscaled, the float32 gradients missed
+    float64's); scaled by ∏_j min(1, s_kj²) it is ~1e-16. float32 gradients are finite and
+    match float64."""
     lam = np.concatenate([[1e-10, 1e-8], np.logspace(-3, 1, 30)])
     c = np.full((5, 3), 1e-20)
     s2 = np.full((5, 2), 1e-12)
