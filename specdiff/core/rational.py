@@ -195,21 +195,27 @@ def _bwd(res, cts):
     ]
     others = [_elementary([s2[:, i] for i in range(calls) if i != j]) for j in range(calls)]
     d_s2 = [-sum(others[j][calls - 1 - m] * x_p[m] for m in range(calls)) for j in range(calls)]
-    # ∂/∂λ per eigenvalue: Σ_k Σ_i i c_ki λ^(i−1)/N_k − Σ_k Σ_j 1/(λ + s_kj²).
+    d_lam = _lambda_sums(t, c, e, inv_low, others, powers, uv)
+    d_s2 = jnp.stack(d_s2, -1) if calls else jnp.zeros_like(s2)
+    return ct * d_lam, d_c, d_s2
+
+
+def _lambda_sums(t, c, e, inv_low, others, powers, uv):
+    """Per eigenvalue, Σ_k Σ_i i c_ki λ^(i−1)/N_k − Σ_k Σ_j 1/(λ + s_kj²) (``_bwd``'s
+    ∂/∂λ), from ``t`` by one (rows × M) @ (M × d) product."""
+    calls, steps = len(uv) - 1, c.shape[:1]
     rows, monomials = [], []
     for i in range(1, calls + 1):
         for m in range(calls + 1):
-            rows.append(i * c[:, i] * e[m])
+            rows.append(i * c[:, i] * e[m])  # 1/N_k = t·Σ_m (e_m/L_k) u^m v^(E−m)
             monomials.append(powers[i - 1] * uv[m])
     for m in range(calls):
         weight = inv_low * sum(others[j][calls - 1 - m] for j in range(calls))
         for i in range(calls + 1):
-            rows.append(-weight * c[:, i])
+            rows.append(-weight * c[:, i])  # 1/P_k = t·Σ_i (c_ki/L_k) λ^i
             monomials.append(uv[calls - m] * powers[i])
     r = matmul(jnp.stack([jnp.broadcast_to(w, steps) for w in rows]).astype(t.dtype), t)
-    d_lam = jnp.sum(jnp.stack(monomials) * r, axis=0)
-    d_s2 = jnp.stack(d_s2, -1) if calls else jnp.zeros_like(s2)
-    return ct * d_lam, d_c, d_s2
+    return jnp.sum(jnp.stack(monomials) * r, axis=0)
 
 
 log_gain_product.defvjp(_fwd, _bwd)
