@@ -23,6 +23,7 @@ over the eigenvalues, with the losses of both.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import jax
@@ -38,8 +39,11 @@ DDIM = sd.samplers.DDIM()
 
 
 def _options(optimizer):
-    """``design_schedule``'s defaults (learning rate, max_iter, tol, patience)."""
-    return O._Options(optimizer, 1e-2, 1000, None, 5, None, None, None)
+    """``design_schedule``'s options at its own defaults (read from its signature), but for
+    ``optimizer``."""
+    params = inspect.signature(sd.design_schedule).parameters
+    values = {f: params[f].default for f in O._Options._fields} | {"optimizer": optimizer}
+    return O._Options(**values)
 
 
 def _problem(spec, steps):
