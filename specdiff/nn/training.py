@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 
 from specdiff.core.io import write_json
-from specdiff.nn.unet import ModelConfig, UNet, training_log_snr
+from specdiff.nn.unet import ModelConfig, UNet, init_unet, training_log_snr
 
 __all__ = ["TrainConfig", "DEFAULT_CONFIGS", "train"]
 
@@ -134,16 +134,18 @@ def _train_step(graphdef, state, data, key, rho_table, *, cfg: TrainConfig):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _init_train_state(cfg: TrainConfig, key):
-    params = nnx.split(UNet(cfg.model, rngs=nnx.Rngs(params=key)))[1]
+def _init_train_state(cfg: TrainConfig, params):
     opt_state = _optimizer(cfg).init(params)
     ema = jax.tree.map(jnp.copy, params)
     return {"params": params, "ema": ema, "opt": opt_state, "step": jnp.zeros((), jnp.int32)}
 
 
 def _init_state(cfg: TrainConfig, key):
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: UNet(cfg.model, rngs=nnx.Rngs(0))))
-    return graphdef, _init_train_state(cfg, key)
+    """(graphdef, initial training state) from ``init_unet(cfg.model, key)``: training
+    starts from the weights that function gives, through the same compiled program (one
+    compilation of the initialisation serves both)."""
+    graphdef, params = nnx.split(init_unet(cfg.model, key))
+    return graphdef, _init_train_state(cfg, params)
 
 
 def _checkpointer():
@@ -187,8 +189,8 @@ def train(
     Args:
       config: the ``TrainConfig``.
       workdir: folder for ``config.json``, ``checkpoints/`` and ``losses.json``.
-      key: a ``jax.random.key``; the model initialisation uses ``fold_in(key, 2**31 - 1)``,
-        step k ``fold_in(key, k)``.
+      key: a ``jax.random.key``; the model starts from
+        ``init_unet(config.model, fold_in(key, 2**31 - 1))``, step k uses ``fold_in(key, k)``.
       data: float32 array (N, H, W); default ``specdiff.datasets.load_dataset(config.dataset,
         "train")``.
       progress: show a tqdm progress bar.

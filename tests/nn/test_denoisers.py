@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from specdiff import denoisers as dn
+from specdiff.nn import training
 
 TINY = dn.ModelConfig(shape=(4, 4), channels=(8, 16), groups=4, emb_dim=16)
 
@@ -55,6 +56,24 @@ def test_training_smoke(tiny_run):
     assert sorted(p.name for p in (root / "run" / "checkpoints").iterdir()) == ["2", "4"]
     out = dn.apply(model, jnp.zeros((2, 4, 4)), jnp.array([-1.0, 1.0]))
     assert out.shape == (2, 4, 4) and np.isfinite(np.asarray(out)).all()
+
+
+def test_training_starts_from_init_unet(tiny_run):
+    """``train`` starts from ``init_unet(config.model, fold_in(key, 2**31 − 1))`` (its
+    docstring's key); ``init_unet`` depends on its key and gives a model that runs."""
+    cfg = tiny_run[0]
+    key = jax.random.fold_in(jax.random.key(0), 2**31 - 1)
+    model = dn.init_unet(cfg.model, key)
+    _, state = training._init_state(cfg, key)
+    weights = jax.tree.leaves(nnx.split(model)[1])
+    for name in ("params", "ema"):
+        start = jax.tree.leaves(state[name])
+        assert len(start) == len(weights) > 0
+        assert all(np.array_equal(a, b) for a, b in zip(start, weights)), name
+    other = jax.tree.leaves(nnx.split(dn.init_unet(cfg.model, jax.random.key(5)))[1])
+    assert any(not np.array_equal(a, b) for a, b in zip(other, weights))
+    out = dn.apply(model, jnp.zeros((2, *cfg.model.shape)), jnp.array([-1.0, 1.0]))
+    assert out.shape == (2, *cfg.model.shape) and np.isfinite(np.asarray(out)).all()
 
 
 def test_interrupted_training_resumes_on_the_same_path(tiny_run):
