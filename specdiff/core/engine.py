@@ -346,13 +346,15 @@ def default_block(steps: int, sampler, d: int | None = None) -> int:
         return _power_of_two(whole // max(1, steps), 256, 2**20)
     if _mobius_output(sampler) or _telescoped(sampler):
         return block_size(steps, cap=_MOBIUS_CAP)
+    # One piece while d·(steps + columns) elements fit ``whole``, else blocks of ``target``.
     if _rational(sampler):
-        if d is not None and d * (steps + _RATIONAL_COLUMNS) <= _RATIONAL_WHOLE:
-            return d
-        return _power_of_two(_RATIONAL_ELEMENTS // max(1, steps), 256, 16384)
-    kept = _kept_per_step(sampler)
-    whole, target = _ADJOINT_WHOLE // kept, _ADJOINT_ELEMENTS // max(1, steps * kept)
-    if d is not None and d * steps <= whole:
+        columns, whole = _RATIONAL_COLUMNS, _RATIONAL_WHOLE
+        target = _RATIONAL_ELEMENTS // max(1, steps)
+    else:
+        kept = _kept_per_step(sampler)
+        columns, whole = 0, _ADJOINT_WHOLE // kept
+        target = _ADJOINT_ELEMENTS // max(1, steps * kept)
+    if d is not None and d * (steps + columns) <= whole:
         return d
     return _power_of_two(target, 256, 16384)
 

@@ -171,8 +171,8 @@ def test_output_does_not_depend_on_batch_size(which):
         mu, cov, _, _ = _gaussian()
         den, shape = GaussianDenoiser(mu, cov), None
     else:
-        # A shipped denoiser: restoring it takes well under a second, where compiling a
-        # fresh U-Net's initialisation took 15 s in the suite.
+        # A shipped denoiser: restoring it takes under a second, where compiling a fresh
+        # U-Net's initialisation took 12.8 s under the suite's XLA flags (BUILD_NOTES).
         den, shape = load_denoiser("digits"), None
     sch, smp, key = sd.schedules.cosine(5), sd.samplers.DDPM(), jax.random.key(7)
     full = np.asarray(sample(den, sch, smp, key, 6, shape=shape))
